@@ -1,0 +1,1 @@
+from scaffolding_backend.triton.scaffolding_model import ScaffoldingModel as TritonPythonModel  # noqa: F401

@@ -1,0 +1,27 @@
+"""Chain-of-thought: one generation, read its final answer (Wei et al., 2022)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.controller import Controller, Outcome, Process
+from ..core.prompts import PromptFormat
+from ..core.sampling import SamplingParams, sample_candidates
+
+
+@dataclass
+class CoTParams(SamplingParams):
+    temperature: float = 0.0  # greedy by default: one answer should be the model's best guess
+
+
+class ChainOfThought(Controller):
+    name = "cot"
+    Params = CoTParams
+
+    def __init__(self, params: CoTParams, prompt_format: PromptFormat):
+        self.params = params
+        self.prompt_format = prompt_format
+
+    def process(self, question: str) -> Process:
+        [solution] = yield from sample_candidates(question, 1, self.params, self.prompt_format)
+        return Outcome(text=solution.text, answer=solution.answer, candidates=[solution])

@@ -1,0 +1,98 @@
+"""Final-answer extraction and equivalence, built on math-verify.
+
+We only locate *where* the answer is (the last ``\\boxed{...}``, else the text
+after the last "answer is", else the last number); math-verify parses the
+LaTeX / expression and decides equivalence, so ``1,000`` equals ``1000``,
+``0.5`` equals ``\\frac{1}{2}`` and ``-7`` equals ``-7.0``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+# math-verify's own timeouts use SIGALRM, which only works on the main thread, and a
+# Triton stub or an asyncio executor is not that; we bound the input length instead.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+MAX_ANSWER_CHARS = 300
+
+_LATEX_ONLY = [LatexExtractionConfig(boxed_match_priority=0)]
+_LATEX_OR_EXPR = [LatexExtractionConfig(), ExprExtractionConfig()]
+_ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*(.+)", re.IGNORECASE | re.DOTALL)
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An extracted answer: ``text`` for people and JSON, ``parsed`` for math-verify."""
+
+    text: str
+    parsed: tuple[Any, ...]
+    source: str  # "boxed", "answer_is" or "last_number"
+
+    def equals(self, other: "Answer") -> bool:
+        return answers_equal(self, other)
+
+
+def last_boxed_content(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    open_brace = text.index("{", start)
+    depth = 0
+    for position in range(open_brace, len(text)):
+        if text[position] == "{":
+            depth += 1
+        elif text[position] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_brace + 1 : position]
+    return None  # unbalanced: the generation was cut inside the box
+
+
+def _parsed(text: str, config: Sequence) -> list:
+    if len(text) > MAX_ANSWER_CHARS:
+        return []
+    return parse(text, extraction_config=config, parsing_timeout=None) if text.strip() else []
+
+
+def extract_answer(text: str) -> Answer | None:
+    boxed = last_boxed_content(text)
+    if boxed is not None and boxed.strip():
+        parsed = _parsed(f"${boxed}$", _LATEX_ONLY)
+        if parsed:
+            return Answer(text=boxed.strip(), parsed=tuple(parsed), source="boxed")
+    answer_is = list(_ANSWER_IS.finditer(text))
+    if answer_is:
+        tail = answer_is[-1].group(1).strip().split("\n")[0].rstrip(".")
+        parsed = _parsed(tail, _LATEX_OR_EXPR)
+        if parsed:
+            return Answer(text=str(parsed[-1]), parsed=tuple(parsed), source="answer_is")
+    numbers = _NUMBER.findall(text)
+    if numbers:
+        parsed = _parsed(numbers[-1], _LATEX_OR_EXPR)
+        if parsed:
+            return Answer(text=numbers[-1].replace(",", ""), parsed=tuple(parsed), source="last_number")
+    return None
+
+
+def answers_equal(a: Answer | None, b: Answer | None) -> bool:
+    if a is None or b is None:
+        return False
+    if a.text == b.text:
+        return True
+    return bool(verify(list(a.parsed), list(b.parsed), timeout_seconds=None))
+
+
+def parse_reference(answer: str) -> Answer | None:
+    """A gold answer as written in a dataset (``"1,000"``, ``"\\frac{1}{2}"``, ``"-7"``)."""
+    return extract_answer(f"\\boxed{{{answer}}}")
+
+
+def is_correct(prediction: Answer | None, reference: str) -> bool:
+    return answers_equal(prediction, parse_reference(reference))

@@ -1,0 +1,192 @@
+"""Drives one controller per request on asyncio.
+
+The runtime dispatches yielded tasks to workers by tag, runs parallel branches
+concurrently, derives a replayable seed for every sampled task, enforces the
+request's deadline and sub-request budget, stops outstanding work when the
+request is cancelled, and keeps the :class:`Account` of what the request cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .controller import Outcome, Parallel, Process, Progress
+from .tasks import GenerationTask, Task
+
+
+TaskDone = Callable[[Task], None]
+
+
+class Worker(Protocol):
+    async def run(self, tasks: list[Task], on_done: TaskDone) -> int:
+        """Fill in the tasks' results, calling ``on_done(task)`` as each one finishes;
+        return how many sub-requests that took."""
+
+
+@dataclass
+class Limits:
+    deadline_s: float | None = None
+    max_tasks: int | None = None  # generation + reward tasks one request may issue
+
+
+class RequestFailed(Exception):
+    """The request could not finish; ``reason`` is "deadline", "budget", "cancelled" or "worker"."""
+
+    def __init__(self, reason: str, message: str, account: "Account"):
+        super().__init__(message)
+        self.reason = reason
+        self.account = account
+
+
+@dataclass
+class Account:
+    method: str
+    seed: int
+    status: str = "running"
+    tasks: int = 0
+    sub_requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    wall_seconds: float = 0.0
+    outcome: Outcome | None = None
+
+    @property
+    def total_sub_requests(self) -> int:
+        return sum(self.sub_requests.values())
+
+    def record_tasks(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if isinstance(task, GenerationTask):
+                self.prompt_tokens += task.num_prompt_tokens
+                self.output_tokens += task.num_output_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "method": self.method,
+            "seed": self.seed,
+            "status": self.status,
+            "tasks": self.tasks,
+            "sub_requests": self.total_sub_requests,
+            "sub_requests_by_model": dict(self.sub_requests),
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "wall_seconds": round(self.wall_seconds, 4),
+            "phase_seconds": {phase: round(s, 4) for phase, s in self.phase_seconds.items()},
+        }
+        if self.outcome is not None:
+            record["answer"] = self.outcome.answer.text if self.outcome.answer else None
+            record["candidates"] = [c.to_json() for c in self.outcome.candidates]
+            record.update(self.outcome.details)
+        return record
+
+
+def derive_seed(request_seed: int, path: tuple[int, ...], counter: int) -> int:
+    """A seed that depends only on where the task sits in the controller's program,
+    never on scheduling, so a request replays exactly."""
+    key = f"{request_seed}/{'.'.join(map(str, path))}/{counter}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+class _Branch:
+    def __init__(self, path: tuple[int, ...]):
+        self.path = path
+        self.sampled_tasks = 0
+
+
+class Runtime:
+    def __init__(self, workers: dict[str, Worker]):
+        self.workers = workers
+
+    async def run(
+        self,
+        process: Process,
+        *,
+        method: str,
+        seed: int,
+        limits: Limits = Limits(),
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Account:
+        account = Account(method=method, seed=seed)
+        started = time.perf_counter()
+        drive = self._drive(process, _Branch(()), account, limits, on_progress)
+        try:
+            account.outcome = await asyncio.wait_for(drive, timeout=limits.deadline_s)
+            account.status = "ok"
+        except asyncio.TimeoutError:
+            account.status = "deadline_exceeded"
+            raise RequestFailed("deadline", f"request exceeded its deadline of {limits.deadline_s} s", account) from None
+        except asyncio.CancelledError:
+            account.status = "cancelled"
+            raise RequestFailed("cancelled", "request was cancelled", account) from None
+        except RequestFailed as failure:
+            account.status = failure.reason
+            raise
+        finally:
+            account.wall_seconds = time.perf_counter() - started
+        return account
+
+    async def _drive(self, process: Process, branch: _Branch, account: Account, limits: Limits, on_progress) -> Outcome:
+        reply: Any = None
+        while True:
+            try:
+                item = process.send(reply)
+            except StopIteration as finished:
+                return finished.value
+            if isinstance(item, Progress):
+                if on_progress is not None:
+                    on_progress(item)
+                reply = None
+            elif isinstance(item, Parallel):
+                branches = [
+                    self._drive(sub, _Branch(branch.path + (index,)), account, limits, on_progress)
+                    for index, sub in enumerate(item.branches)
+                ]
+                reply = await asyncio.gather(*branches)
+            elif isinstance(item, list):
+                await self._run_tasks(item, branch, account, limits, on_progress)
+                reply = item
+            else:
+                raise TypeError(f"a controller yielded {type(item).__name__}; expected a task list, Parallel or Progress")
+
+    async def _run_tasks(self, tasks: list[Task], branch: _Branch, account: Account, limits: Limits, on_progress) -> None:
+        for task in tasks:
+            if isinstance(task, GenerationTask) and task.sampled and task.seed is None:
+                task.seed = derive_seed(account.seed, branch.path, branch.sampled_tasks)
+                branch.sampled_tasks += 1
+        by_tag: dict[str, list[Task]] = defaultdict(list)
+        for task in tasks:
+            if task.worker_tag not in self.workers:
+                raise RequestFailed("worker", f"no worker serves tasks tagged '{task.worker_tag}'", account)
+            by_tag[task.worker_tag].append(task)
+        if limits.max_tasks is not None and account.tasks + len(tasks) > limits.max_tasks:
+            raise RequestFailed(
+                "budget",
+                f"request needs more than its budget of {limits.max_tasks} tasks "
+                f"({account.tasks} used, {len(tasks)} more asked)",
+                account,
+            )
+        account.tasks += len(tasks)
+
+        def on_done(task: Task) -> None:
+            event = task.on_done(task) if task.on_done is not None else None
+            if event is not None and on_progress is not None:
+                on_progress(event)
+
+        started = time.perf_counter()
+        try:
+            counts = await asyncio.gather(*(self.workers[tag].run(group, on_done) for tag, group in by_tag.items()))
+        except RequestFailed:
+            raise
+        except Exception as error:  # a worker's failure fails this request, not the server
+            raise RequestFailed("worker", f"{type(error).__name__}: {error}", account) from error
+        for tag, count in zip(by_tag, counts):
+            account.sub_requests[tag] += count
+        account.record_tasks(tasks)
+        phase = "+".join(sorted({task.phase for task in tasks}))
+        account.phase_seconds[phase] += time.perf_counter() - started

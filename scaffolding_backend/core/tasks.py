@@ -1,0 +1,57 @@
+"""Units of work a controller hands to the runtime, and the results workers fill in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+GENERATION = "generation"
+REWARD = "reward"
+
+
+@dataclass
+class Task:
+    worker_tag: str
+    phase: str  # account label for the wall time spent waiting on this task
+    # called by the runtime as soon as this task finishes; a returned Progress is streamed
+    on_done: Callable[["Task"], Any] | None = field(default=None, repr=False, kw_only=True)
+
+
+@dataclass
+class GenerationTask(Task):
+    prompt: str = ""
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None  # None on a sampled task: the runtime derives one from the request seed
+    stop_words: list[str] = field(default_factory=list)
+    return_log_probs: bool = False
+    # filled in by the worker
+    output_text: str | None = None
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    cum_log_prob: float | None = None
+    token_log_probs: list[float] | None = None
+    finish_reason: str | None = None  # "eos", "stop_word" or "length"
+
+    @property
+    def sampled(self) -> bool:
+        return self.temperature > 0
+
+
+@dataclass
+class RewardTask(Task):
+    query: str = ""
+    steps: list[str] = field(default_factory=list)
+    # filled in by the worker
+    step_scores: list[float] | None = None
+    score: float | None = None
+
+
+def generation(prompt: str, *, max_tokens: int, temperature: float = 0.0, phase: str = "generate", **kwargs) -> GenerationTask:
+    return GenerationTask(worker_tag=GENERATION, phase=phase, prompt=prompt, max_tokens=max_tokens, temperature=temperature, **kwargs)
+
+
+def reward(query: str, steps: list[str], *, phase: str = "score") -> RewardTask:
+    return RewardTask(worker_tag=REWARD, phase=phase, query=query, steps=list(steps))

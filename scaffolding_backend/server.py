@@ -1,0 +1,247 @@
+"""``scaffolding-server``: start a real Triton server over this repository's models.
+
+Uses ``tritonserver`` from PATH when there is one (NGC containers); otherwise the
+one inside the ``nvidia-pytriton`` wheel, which needs three things set up by
+hand: the Python-backend stub for this interpreter next to the backend library,
+this venv's ``bin`` first on PATH (the stub imports from the ``python`` found
+there) and libpython on the library path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+CACHE_DIR = Path(os.environ.get("SCAFFOLDING_CACHE", Path.home() / ".cache" / "triton-scaffolding"))
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class TritonInstall:
+    binary: Path
+    backend_dir: Path | None  # None: the binary's own default
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _wheel_install() -> TritonInstall:
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerError("no tritonserver on PATH and the nvidia-pytriton wheel is not installed") from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerError(f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}")
+    # the wheel ships the backend without a stub; assemble a complete copy we own
+    backend_dir = CACHE_DIR / f"backends-py{version}"
+    python_backend = backend_dir / "python"
+    python_backend.mkdir(parents=True, exist_ok=True)
+    for source in [*(root / "backends" / "python").iterdir(), stub]:
+        target = python_backend / source.name
+        if source.is_file() and (not target.exists() or target.stat().st_mtime < source.stat().st_mtime):
+            shutil.copy2(source, target)
+    # the stub finds its bundled libraries (libcudart, ...) through an $ORIGIN-relative
+    # rpath that no longer holds for our copy, so name that directory explicitly
+    bundled_libs = root.parent.parent / "nvidia_pytriton.libs"
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            str(p) for p in [sysconfig.get_config_var("LIBDIR"), bundled_libs, os.environ.get("LD_LIBRARY_PATH", "")] if p
+        ),
+    }
+    return TritonInstall(binary=root / "bin" / "tritonserver", backend_dir=backend_dir, env=env)
+
+
+def find_tritonserver() -> TritonInstall:
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonInstall(binary=Path(on_path), backend_dir=None)
+    return _wheel_install()
+
+
+class TritonServer:
+    """A tritonserver child process; a context manager that always stops it."""
+
+    def __init__(
+        self,
+        model_repository: Path | str = DEFAULT_MODEL_REPOSITORY,
+        *,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        generator_dir: str | None = None,
+        log_file: Path | str | None = None,
+        extra_args: list[str] | None = None,
+        startup_timeout_s: float = 300.0,
+    ):
+        self.model_repository = Path(model_repository).resolve()
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.generator_dir = generator_dir
+        self.log_file = Path(log_file) if log_file else None
+        self.extra_args = extra_args or []
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    def command(self, install: TritonInstall) -> list[str]:
+        command = [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-info=true",
+        ]
+        if install.backend_dir is not None:
+            command.append(f"--backend-directory={install.backend_dir}")
+        return command + self.extra_args
+
+    def start(self) -> "TritonServer":
+        if not self.model_repository.is_dir():
+            raise ServerError(f"model repository {self.model_repository} does not exist")
+        install = find_tritonserver()
+        env = {**os.environ, **install.env}
+        if self.generator_dir:
+            env["SCAFFOLDING_GENERATOR_DIR"] = str(Path(self.generator_dir).resolve())
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        # its own process group: stopping the group also stops every Python stub
+        self.process = subprocess.Popen(
+            self.command(install), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                hint = f"; see {self.log_file}" if self.log_file else "; run with --log-file to see why"
+                raise ServerError(f"tritonserver exited with code {self.process.returncode} during start-up{hint}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise ServerError(f"tritonserver was not ready within {self.startup_timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is None:
+            return
+        try:
+            group = os.getpgid(self.process.pid)
+        except ProcessLookupError:
+            group = None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if group is not None:
+            try:  # stubs that outlived their server
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process = None
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scaffolding-server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY))
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--generator-dir", help="serve this Hugging Face model directory instead of the configured one")
+    parser.add_argument("--log-file", help="tritonserver's log (default: runs/tritonserver.log)", default=str(REPO_ROOT / "runs" / "tritonserver.log"))
+    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("extra", nargs="*", help="further tritonserver options, after --")
+    args = parser.parse_args(argv)
+    Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
+    server = TritonServer(
+        args.model_repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        generator_dir=args.generator_dir,
+        log_file=args.log_file,
+        extra_args=args.extra,
+        startup_timeout_s=args.startup_timeout,
+    )
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"starting tritonserver over {server.model_repository} (log: {args.log_file}) ...", flush=True)
+    try:
+        server.start()
+    except ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"ready.\n  HTTP     http://{server.http_url}\n  gRPC     {server.grpc_url}\n  metrics  http://localhost:{server.metrics_port}/metrics", flush=True)
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        while not stopping and server.process.poll() is None:
+            time.sleep(0.2)
+        code = 0 if stopping else (server.process.returncode or 1)
+        if not stopping:
+            print(f"tritonserver exited unexpectedly with code {server.process.returncode}", file=sys.stderr)
+    finally:
+        print("stopping ...", flush=True)
+        server.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

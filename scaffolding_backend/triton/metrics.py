@@ -1,0 +1,49 @@
+"""Prometheus metrics of the scaffolding model, served on Triton's /metrics."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from ..core.runtime import Account
+
+
+class ScaffoldingMetrics:
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+        self.requests = pb_utils.MetricFamily(
+            name="scaffolding_requests_total",
+            description="Scaffolding requests by method and status",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.sub_requests = pb_utils.MetricFamily(
+            name="scaffolding_sub_requests_total",
+            description="BLS sub-requests issued by scaffolding controllers",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.output_tokens = pb_utils.MetricFamily(
+            name="scaffolding_output_tokens_total",
+            description="Tokens generated on behalf of scaffolding requests",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.latency = pb_utils.MetricFamily(
+            name="scaffolding_request_seconds_total",
+            description="Cumulative wall time of scaffolding requests",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self._metrics: dict = {}
+
+    def _metric(self, family, method: str, status: str | None = None):
+        labels = {"model": self.model_name, "method": method}
+        if status is not None:
+            labels["status"] = status
+        key = (id(family), tuple(sorted(labels.items())))
+        if key not in self._metrics:
+            self._metrics[key] = family.Metric(labels=labels)
+        return self._metrics[key]
+
+    def request_done(self, method: str, status: str, account: Account | None, seconds: float) -> None:
+        self._metric(self.requests, method, status).increment(1)
+        self._metric(self.latency, method).increment(seconds)
+        if account is not None:
+            self._metric(self.sub_requests, method).increment(account.total_sub_requests)
+            self._metric(self.output_tokens, method).increment(account.output_tokens)
