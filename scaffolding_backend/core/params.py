@@ -55,6 +55,17 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     raise InvalidParameter(name, f"expected {names}, got {type(value).__name__} {value!r}")
 
 
+def _fit_defaults_to_caps(params: MethodParams, given: set[str], caps: Caps) -> None:
+    """A default the server's caps forbid shrinks to the cap; only what a client asked for is refused."""
+    limits = {name: caps.max_samples for name in params.capped_by_samples}
+    limits.update({name: caps.max_steps for name in params.capped_by_steps})
+    if hasattr(params, "max_tokens"):
+        limits["max_tokens"] = caps.max_tokens
+    for name, limit in limits.items():
+        if name not in given and getattr(params, name) > limit:
+            setattr(params, name, limit)
+
+
 def build_params(cls: type[P], values: dict[str, Any], caps: Caps) -> P:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
@@ -62,6 +73,7 @@ def build_params(cls: type[P], values: dict[str, Any], caps: Caps) -> P:
         raise InvalidParameter(unknown[0], f"unknown parameter; {cls.__name__} takes {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     params = cls(**{name: _coerce(name, value, hints[name]) for name, value in values.items()})
+    _fit_defaults_to_caps(params, set(values), caps)
     for name in fields:
         value = getattr(params, name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
