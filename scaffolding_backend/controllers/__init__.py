@@ -7,12 +7,18 @@ from typing import Any
 from ..core.controller import Controller
 from ..core.params import Caps, InvalidParameter, build_params
 from ..core.prompts import PromptFormat
+from .beam_search import BeamSearch
+from .best_of_n import BestOfN
 from .cot import ChainOfThought
+from .dvts import DVTS
 from .majority_vote import MajorityVote
+from .mcts import MCTS
+from .tree_of_thoughts import TreeOfThoughts
+from .weighted_best_of_n import WeightedBestOfN
 
 METHODS: dict[str, type[Controller]] = {
     controller.name: controller
-    for controller in (ChainOfThought, MajorityVote)
+    for controller in (ChainOfThought, MajorityVote, BestOfN, WeightedBestOfN, BeamSearch, DVTS, MCTS, TreeOfThoughts)
 }
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.controller import Controller, Outcome, Process
-from ..core.prompts import PromptFormat
 from ..core.sampling import SamplingParams, sample_candidates
 
 
@@ -17,10 +16,6 @@ class CoTParams(SamplingParams):
 class ChainOfThought(Controller):
     name = "cot"
     Params = CoTParams
-
-    def __init__(self, params: CoTParams, prompt_format: PromptFormat):
-        self.params = params
-        self.prompt_format = prompt_format
 
     def process(self, question: str) -> Process:
         [solution] = yield from sample_candidates(question, 1, self.params, self.prompt_format)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.controller import Candidate, Controller, Outcome, Process, Progress
-from ..core.prompts import PromptFormat
 from ..core.sampling import SamplingParams, sample_candidates
 from ..core.voting import Tally, tally
 
@@ -21,10 +20,6 @@ class MajorityVoteParams(SamplingParams):
 class MajorityVote(Controller):
     name = "majority_vote"
     Params = MajorityVoteParams
-
-    def __init__(self, params: MajorityVoteParams, prompt_format: PromptFormat):
-        self.params = params
-        self.prompt_format = prompt_format
 
     def process(self, question: str) -> Process:
         running = Tally()

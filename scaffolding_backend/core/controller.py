@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generator, Union
 
 from .answers import Answer
+from .params import MethodParams
+from .prompts import PromptFormat
 from .tasks import Task
 
 
@@ -64,9 +66,15 @@ Process = Generator[Yielded, Any, Outcome]
 
 
 class Controller:
-    """Base class: subclasses implement :meth:`process` as a generator."""
+    """Base class: subclasses name themselves, declare their ``Params`` dataclass and
+    implement :meth:`process` as a generator."""
 
     name = "controller"
+    Params: type[MethodParams] = MethodParams
+
+    def __init__(self, params: MethodParams, prompt_format: PromptFormat):
+        self.params = params
+        self.prompt_format = prompt_format
 
     def process(self, question: str) -> Process:  # pragma: no cover - interface
         raise NotImplementedError

@@ -1,6 +1,5 @@
 """One real tritonserver per test session, over the real model repository, on free ports."""
 
-from pathlib import Path
 
 import pytest
 import tritonclient.http as http

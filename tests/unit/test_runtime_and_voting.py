@@ -6,7 +6,7 @@ import pytest
 
 from scaffolding_backend.controllers import build_controller
 from scaffolding_backend.core.controller import Controller, Outcome, Parallel
-from scaffolding_backend.core.params import Caps, InvalidParameter
+from scaffolding_backend.core.params import Caps, InvalidParameter, MethodParams
 from scaffolding_backend.core.prompts import PromptFormat
 from scaffolding_backend.core.runtime import Limits, RequestFailed, Runtime, derive_seed
 from scaffolding_backend.core.tasks import generation
@@ -176,7 +176,7 @@ class TwoBranches(Controller):
 
 def test_parallel_branches_run_concurrently_with_their_own_seeds():
     worker = scripted(["x"])
-    account = asyncio.run(Runtime({"generation": worker}).run(TwoBranches().process("q"), method="two", seed=3))
+    account = asyncio.run(Runtime({"generation": worker}).run(TwoBranches(MethodParams(), PromptFormat()).process("q"), method="two", seed=3))
     a, b = account.outcome.text.split(",")
     assert a.startswith("a:") and b.startswith("b:")
     assert int(a[2:]) == derive_seed(3, (0,), 0) and int(b[2:]) == derive_seed(3, (1,), 0)

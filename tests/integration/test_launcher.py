@@ -1,0 +1,70 @@
+"""`scaffolding-server` starts a real server, prints where it is, and stops cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scaffolding_backend.server import REPO_ROOT, free_port
+
+SHIPPED_GENERATOR = REPO_ROOT / "models" / "generator"
+
+pytestmark = pytest.mark.integration
+
+
+def process_groups() -> dict[int, int]:
+    groups = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                groups[int(entry.name)] = os.getpgid(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return groups
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_launcher_prints_urls_and_stops_without_orphans(tmp_path):
+    from tools.make_tiny_model import build_tiny_model
+
+    ports = [free_port() for _ in range(3)]
+    command = [sys.executable, "-m", "scaffolding_backend.server", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+               "--metrics-port", str(ports[2]), "--log-file", str(tmp_path / "server.log")]
+    if not (SHIPPED_GENERATOR / "config.json").exists():
+        command += ["--generator-dir", str(build_tiny_model(tmp_path / "tiny"))]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = launcher.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        output = "".join(lines)
+        assert f"http://localhost:{ports[0]}" in output and f"localhost:{ports[1]}" in output, output
+        server_pids = [pid for pid in process_groups() if f"--http-port={ports[0]}" in cmdline(pid)]
+        assert len(server_pids) == 1
+        group = os.getpgid(server_pids[0])
+        stubs = [pid for pid, g in process_groups().items() if g == group and "triton_python_backend_stub" in cmdline(pid)]
+        assert stubs, "the Python models run in stub processes"
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 0
+        assert "stopping" in launcher.stdout.read()
+        time.sleep(0.5)
+        assert [pid for pid, g in process_groups().items() if g == group] == []
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
