@@ -17,15 +17,16 @@ from .inputs import InvalidInput
 DEFAULT_MAX_TOKENS_CAP = 1024
 
 
-def resolve_model_dir(parameters: dict[str, str], model_repository: str) -> str:
-    path = os.environ.get("SCAFFOLDING_GENERATOR_DIR") or parameters.get("model_dir", "")
+def resolve_model_dir(parameters: dict[str, str], model_repository: str, env_override: str | None = "SCAFFOLDING_GENERATOR_DIR") -> str:
+    """The model directory from the config parameter ``model_dir`` (or the launcher's override)."""
+    path = (os.environ.get(env_override) if env_override else None) or parameters.get("model_dir", "")
     if not path:
-        raise pb_utils.TritonModelException("generator: config parameter 'model_dir' is not set")
+        raise pb_utils.TritonModelException(f"{model_repository}: config parameter 'model_dir' is not set")
     if not os.path.isabs(path):
         # relative paths are relative to the repository checkout (model_repository's parent)
         path = os.path.normpath(os.path.join(model_repository, "..", "..", path))
     if not os.path.isdir(path):
-        raise pb_utils.TritonModelException(f"generator: model directory {path!r} does not exist")
+        raise pb_utils.TritonModelException(f"{model_repository}: model directory {path!r} does not exist")
     return path
 
 

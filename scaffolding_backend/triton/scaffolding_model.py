@@ -26,8 +26,6 @@ from . import inputs
 from .inputs import InvalidInput
 from .metrics import ScaffoldingMetrics
 
-# request-level keys; every other request parameter is a method parameter
-RESERVED_PARAMETERS = {"method", "seed", "deadline_s", "stream"}
 CANCEL_POLL_S = 0.05
 
 
@@ -56,11 +54,14 @@ class ScaffoldingModel:
             seed_input=parameters.get("generator_seed_input", "seed"),
             extra_outputs=tuple(o for o in parameters.get("generator_extra_outputs", ",".join(GenerationModel.extra_outputs)).split(",") if o),
         )
-        self.reward_model = RewardModel(name=parameters.get("reward_model", "reward"), step_delimiter=self.prompt_format.step_delimiter)
+        self.default_reward_model = parameters.get("reward_model", "reward")
+        # reward models a request may pick with the parameter "reward_model" (e.g. the ORM)
+        self.reward_models = {name for name in parameters.get("reward_models", self.default_reward_model).split(",") if name}
+        self.reward_models.add(self.default_reward_model)
         self.metrics = ScaffoldingMetrics(args["model_name"])
         pb_utils.Logger.log_info(
             f"{args['model_name']}: decoupled={self.decoupled} generator={self.generation_model.name} "
-            f"reward={self.reward_model.name} caps={self.caps} max_tasks={self.max_tasks}"
+            f"reward={self.default_reward_model} (allowed: {sorted(self.reward_models)}) caps={self.caps} max_tasks={self.max_tasks}"
         )
 
     # -- request parsing -------------------------------------------------------------
@@ -69,10 +70,9 @@ class ScaffoldingModel:
         question = inputs.one_string(request, "text_input")
         if not question or not question.strip():
             raise InvalidInput("text_input", "a non-empty question is required")
-        from_parameters = inputs.request_parameters(request)
-        method = inputs.one_string(request, "method") or from_parameters.get("method") or self.default_method
+        # request parameters and the JSON tensor "parameters" say the same things; tensors win
+        options = inputs.request_parameters(request)
         params_json = inputs.one_string(request, "parameters")
-        method_params: dict = {k: v for k, v in from_parameters.items() if k not in RESERVED_PARAMETERS}
         if params_json:
             try:
                 from_tensor = json.loads(params_json)
@@ -80,22 +80,40 @@ class ScaffoldingModel:
                 raise InvalidInput("parameters", f"not valid JSON: {error}") from None
             if not isinstance(from_tensor, dict):
                 raise InvalidInput("parameters", "must be a JSON object of method parameters")
-            method_params.update(from_tensor)
+            options.update(from_tensor)
+        method = inputs.one_string(request, "method") or options.pop("method", None) or self.default_method
+        options.pop("method", None)
         seed = inputs.one_scalar(request, "seed", int, None)
-        if seed is None:
-            seed = int(from_parameters.get("seed", 0))
+        seed = seed if seed is not None else self._option(options, "seed", int, 0)
+        if seed < 0:
+            raise InvalidInput("seed", f"must be >= 0, got {seed}")
         deadline = inputs.one_scalar(request, "deadline_s", float, None)
-        if deadline is None:
-            deadline = float(from_parameters.get("deadline_s", self.default_deadline_s))
+        deadline = deadline if deadline is not None else self._option(options, "deadline_s", float, self.default_deadline_s)
         if not 0 < deadline <= self.max_deadline_s:
             raise InvalidInput("deadline_s", f"must be in (0, {self.max_deadline_s}] seconds, got {deadline}")
         stream = inputs.one_scalar(request, "stream", bool, None)
-        if stream is None:
-            stream = bool(from_parameters.get("stream", False))
+        stream = stream if stream is not None else self._option(options, "stream", bool, False)
         if stream and not self.decoupled:
             raise InvalidInput("stream", "progress streaming needs the decoupled 'scaffolding' model over gRPC streaming")
-        controller = build_controller(method, method_params, self.prompt_format, self.caps)
-        return {"question": question, "method": method, "controller": controller, "seed": seed, "deadline": deadline, "stream": stream}
+        reward_model = self._option(options, "reward_model", str, self.default_reward_model)
+        if reward_model not in self.reward_models:
+            raise InvalidInput("reward_model", f"must be one of {sorted(self.reward_models)}, got {reward_model!r}")
+        controller = build_controller(method, options, self.prompt_format, self.caps)
+        return {
+            "question": question, "method": method, "controller": controller, "seed": seed,
+            "deadline": deadline, "stream": stream, "reward_model": reward_model,
+        }
+
+    @staticmethod
+    def _option(options: dict, name: str, kind: type, default):
+        """Take a request-level option out of the method parameters, checking its type."""
+        if name not in options:
+            return default
+        value = options.pop(name)
+        numeric = kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(value, kind) or (numeric and (kind is float or float(value).is_integer())):
+            return kind(value)
+        raise InvalidInput(name, f"expected {kind.__name__}, got {value!r}")
 
     # -- serving ---------------------------------------------------------------------
 
@@ -131,7 +149,7 @@ class ScaffoldingModel:
         context = BLSContext(trace=request.trace() if hasattr(request, "trace") else None, timeout_us=int(job["deadline"] * 1e6))
         runtime = Runtime({
             GENERATION: BLSGenerationWorker(self.generation_model, context),
-            REWARD: BLSRewardWorker(self.reward_model, context),
+            REWARD: BLSRewardWorker(RewardModel(job["reward_model"], self.prompt_format.step_delimiter), context),
         })
         run = asyncio.ensure_future(runtime.run(
             job["controller"].process(job["question"]),

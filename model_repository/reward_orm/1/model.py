@@ -1,0 +1,1 @@
+from scaffolding_backend.triton.reward_model import RewardModel as TritonPythonModel  # noqa: F401
