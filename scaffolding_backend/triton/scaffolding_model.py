@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import numpy as np
@@ -27,12 +28,29 @@ from .inputs import InvalidInput
 from .metrics import ScaffoldingMetrics
 
 CANCEL_POLL_S = 0.05
+OVERRIDES_ENV = "SCAFFOLDING_CONFIG_OVERRIDES"
+
+
+def config_overrides() -> dict[str, str]:
+    """Config parameters overridden from the environment (a JSON object), so a deployment
+    (docker-compose, a TensorRT-LLM stack) can retarget the models without editing config.pbtxt."""
+    raw = os.environ.get(OVERRIDES_ENV, "")
+    if not raw:
+        return {}
+    try:
+        overrides = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise pb_utils.TritonModelException(f"{OVERRIDES_ENV} is not a JSON object: {error}") from None
+    if not isinstance(overrides, dict):
+        raise pb_utils.TritonModelException(f"{OVERRIDES_ENV} must be a JSON object of config parameters")
+    return {str(key): str(value) for key, value in overrides.items()}
 
 
 class ScaffoldingModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         parameters = inputs.model_parameters(config)
+        parameters.update(config_overrides())
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         self.default_method = parameters.get("default_method", "majority_vote")
         self.caps = Caps(
