@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -91,6 +92,7 @@ class Summary:
     p95_latency_s: float
     errors: int
     first_error: str | None = field(default=None)
+    correct: list[bool] = field(default_factory=list, repr=False)  # per question, in dataset order
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -170,7 +172,7 @@ def summarize(run: Run, records: list[Record]) -> Summary:
         mean_output_tokens=float(np.mean([r.output_tokens for r in records])),
         mean_sub_requests=float(np.mean([r.sub_requests for r in records])),
         p50_latency_s=float(np.percentile(latencies, 50)), p95_latency_s=float(np.percentile(latencies, 95)),
-        errors=len(errors), first_error=errors[0] if errors else None,
+        errors=len(errors), first_error=errors[0] if errors else None, correct=[r.correct for r in records],
     )
 
 
@@ -271,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
     elapsed = time.perf_counter() - started
-    print_table(summaries, Console())
+    # a pipe or a log gets full rows rather than rich's 80-column default
+    print_table(summaries, Console(width=shutil.get_terminal_size((160, 24)).columns))
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"dataset": str(args.dataset), "questions": len(rows), "seed": args.seed, "wall_seconds": round(elapsed, 1),
               "runs": [asdict(s) for s in summaries]}
