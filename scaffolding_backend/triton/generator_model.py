@@ -38,10 +38,9 @@ class GeneratorModel:
         self.max_tokens_cap = int(parameters.get("max_tokens_cap", DEFAULT_MAX_TOKENS_CAP))
         threads = int(parameters.get("num_threads", "0") or 0)
         self.engine = CausalLMEngine(self.model_dir, num_threads=threads or None)
-        self.logger = pb_utils.Logger
-        self.logger.log_info(f"generator: serving {self.model_dir} (max_tokens cap {self.max_tokens_cap})")
+        pb_utils.Logger.log_info(f"generator: serving {self.model_dir} (max_tokens cap {self.max_tokens_cap})")
 
-    def _parse(self, request) -> tuple[list[GenerationRequest], bool, bool]:
+    def _parse(self, request) -> tuple[list[GenerationRequest], tuple[bool, bool]]:
         prompts = inputs.strings(request, "text_input")
         if not prompts:
             raise InvalidInput("text_input", "is required")
@@ -80,11 +79,12 @@ class GeneratorModel:
         ]
         return_log_probs = inputs.one_scalar(request, "return_log_probs", bool, False)
         exclude_input = inputs.one_scalar(request, "exclude_input_in_output", bool, False)
-        return requests, return_log_probs, exclude_input
+        return requests, (return_log_probs, exclude_input)
 
     @staticmethod
-    def _response(results: list[GenerationResult], prompts: list[str], return_log_probs: bool, exclude_input: bool):
-        texts = [r.text if exclude_input else p + r.text for r, p in zip(results, prompts)]
+    def _response(rows: list[GenerationRequest], results: list[GenerationResult], options: tuple[bool, bool]):
+        return_log_probs, exclude_input = options
+        texts = [r.text if exclude_input else row.prompt + r.text for r, row in zip(results, rows)]
         longest = max(1, max(r.num_output_tokens for r in results))
         log_probs = np.zeros((len(results), 1, longest), dtype=np.float32)
         if return_log_probs:
@@ -101,24 +101,4 @@ class GeneratorModel:
         return pb_utils.InferenceResponse(output_tensors=outputs)
 
     def execute(self, requests):
-        responses: list = [None] * len(requests)
-        parsed = {}
-        for index, request in enumerate(requests):
-            try:
-                parsed[index] = self._parse(request)
-            except InvalidInput as error:
-                responses[index] = inputs.error_response(error)
-        batch = [r for index in parsed for r in parsed[index][0]]
-        try:
-            results = self.engine.generate(batch)
-        except Exception as error:  # report to every request of the batch; keep serving
-            self.logger.log_error(f"generator: batch of {len(batch)} failed: {error!r}")
-            for index in parsed:
-                responses[index] = inputs.error_response(error, pb_utils.TritonError.INTERNAL)
-            return responses
-        position = 0
-        for index, (rows, return_log_probs, exclude_input) in parsed.items():
-            mine = results[position : position + len(rows)]
-            position += len(rows)
-            responses[index] = self._response(mine, [r.prompt for r in rows], return_log_probs, exclude_input)
-        return responses
+        return inputs.execute_batched(requests, self._parse, self.engine.generate, self._response, "generator")

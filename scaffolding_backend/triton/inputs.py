@@ -7,7 +7,7 @@ turns into an INVALID_ARG error for that request alone.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -81,3 +81,35 @@ def request_parameters(request) -> dict[str, Any]:
 
 def model_parameters(model_config: dict) -> dict[str, str]:
     return {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()}
+
+
+def execute_batched(
+    requests: Sequence,
+    parse: Callable[[Any], tuple[list, Any]],
+    run: Callable[[list], list],
+    respond: Callable[[list, list, Any], Any],
+    model_name: str,
+) -> list:
+    """The batched-model ``execute``: every request is parsed on its own (a bad one gets
+    its INVALID_ARG error alone), the rows of all good ones go through ONE engine call,
+    and each request gets its slice back. ``parse(request) -> (rows, options)``,
+    ``run(rows) -> results``, ``respond(rows, results, options) -> response``."""
+    responses: list = [None] * len(requests)
+    parsed: dict[int, tuple[list, Any]] = {}
+    for index, request in enumerate(requests):
+        try:
+            parsed[index] = parse(request)
+        except InvalidInput as error:
+            responses[index] = error_response(error)
+    try:
+        results = run([row for rows, _ in parsed.values() for row in rows])
+    except Exception as error:  # report to every request of the batch; keep serving
+        pb_utils.Logger.log_error(f"{model_name}: batch of {len(parsed)} requests failed: {error!r}")
+        for index in parsed:
+            responses[index] = error_response(error, pb_utils.TritonError.INTERNAL)
+        return responses
+    position = 0
+    for index, (rows, options) in parsed.items():
+        responses[index] = respond(rows, results[position : position + len(rows)], options)
+        position += len(rows)
+    return responses

@@ -10,26 +10,13 @@ from ..core.runtime import Account
 class ScaffoldingMetrics:
     def __init__(self, model_name: str):
         self.model_name = model_name
-        self.requests = pb_utils.MetricFamily(
-            name="scaffolding_requests_total",
-            description="Scaffolding requests by method and status",
-            kind=pb_utils.MetricFamily.COUNTER,
+        counter = lambda name, description: pb_utils.MetricFamily(  # noqa: E731
+            name=name, description=description, kind=pb_utils.MetricFamily.COUNTER
         )
-        self.sub_requests = pb_utils.MetricFamily(
-            name="scaffolding_sub_requests_total",
-            description="BLS sub-requests issued by scaffolding controllers",
-            kind=pb_utils.MetricFamily.COUNTER,
-        )
-        self.output_tokens = pb_utils.MetricFamily(
-            name="scaffolding_output_tokens_total",
-            description="Tokens generated on behalf of scaffolding requests",
-            kind=pb_utils.MetricFamily.COUNTER,
-        )
-        self.latency = pb_utils.MetricFamily(
-            name="scaffolding_request_seconds_total",
-            description="Cumulative wall time of scaffolding requests",
-            kind=pb_utils.MetricFamily.COUNTER,
-        )
+        self.requests = counter("scaffolding_requests_total", "Scaffolding requests by method and status")
+        self.sub_requests = counter("scaffolding_sub_requests_total", "BLS sub-requests issued by scaffolding controllers")
+        self.output_tokens = counter("scaffolding_output_tokens_total", "Tokens generated on behalf of scaffolding requests")
+        self.latency = counter("scaffolding_request_seconds_total", "Cumulative wall time of scaffolding requests")
         self._metrics: dict = {}
 
     def _metric(self, family, method: str, status: str | None = None):

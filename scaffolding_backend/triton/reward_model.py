@@ -29,9 +29,10 @@ class RewardModel:
         threads = int(parameters.get("num_threads", "0") or 0)
         self.engine = RewardEngine(model_dir, num_threads=threads or None)
         self.max_rows = int(parameters.get("max_rows_per_request", 256))
+        self.name = args["model_name"]
         pb_utils.Logger.log_info(f"{args['model_name']}: serving {self.engine.kind.upper()} {model_dir}")
 
-    def _parse(self, request) -> list[tuple[str, str]]:
+    def _parse(self, request) -> tuple[list[tuple[str, str]], None]:
         queries = inputs.strings(request, "query")
         responses = inputs.strings(request, "response")
         if not queries:
@@ -44,10 +45,10 @@ class RewardModel:
             raise InvalidInput("query", f"at most {self.max_rows} rows per request, got {len(queries)}")
         if any(not q.strip() for q in queries):
             raise InvalidInput("query", "must not be empty")
-        return list(zip(queries, responses))
+        return list(zip(queries, responses)), None
 
     @staticmethod
-    def _response(results: list[RewardResult]):
+    def _response(_items, results: list[RewardResult], _options):
         width = max(1, max(len(r.step_scores) for r in results))
         step_scores = np.full((len(results), width), np.nan, dtype=np.float32)
         for row, result in enumerate(results):
@@ -59,22 +60,4 @@ class RewardModel:
         ])
 
     def execute(self, requests):
-        responses: list = [None] * len(requests)
-        parsed: dict[int, list[tuple[str, str]]] = {}
-        for index, request in enumerate(requests):
-            try:
-                parsed[index] = self._parse(request)
-            except InvalidInput as error:
-                responses[index] = inputs.error_response(error)
-        try:
-            results = self.engine.score([item for index in parsed for item in parsed[index]])
-        except Exception as error:  # report to every request of the batch; keep serving
-            pb_utils.Logger.log_error(f"reward: batch failed: {error!r}")
-            for index in parsed:
-                responses[index] = inputs.error_response(error, pb_utils.TritonError.INTERNAL)
-            return responses
-        position = 0
-        for index, items in parsed.items():
-            responses[index] = self._response(results[position : position + len(items)])
-            position += len(items)
-        return responses
+        return inputs.execute_batched(requests, self._parse, self.engine.score, self._response, self.name)

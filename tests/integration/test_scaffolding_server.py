@@ -140,3 +140,15 @@ def test_generator_speaks_the_generation_contract_and_refuses_bad_input(http_cli
     for bad, field in [(inputs(max_tokens=0), "max_tokens"), (inputs(top_p=(np.array([[0.0]], dtype=np.float32), "FP32")), "top_p")]:
         with pytest.raises(InferenceServerException, match=field):
             http_client.infer("generator", bad)
+
+
+def test_prometheus_metrics_count_requests_and_sub_requests(triton):
+    import urllib.request
+
+    with ScaffoldingClient(triton.http_url, "http") as client:
+        client.ask(QUESTION, "majority_vote", {"samples": 2, "max_tokens": 16})
+    with urllib.request.urlopen(f"http://localhost:{triton.metrics_port}/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    requests = [line for line in metrics.splitlines() if line.startswith("scaffolding_requests_total{")]
+    assert any('method="majority_vote"' in line and 'status="ok"' in line and 'model="scaffolding_unary"' in line for line in requests)
+    assert any(line.startswith("scaffolding_sub_requests_total{") for line in metrics.splitlines())
