@@ -140,16 +140,20 @@ class ScaffoldingModel:
         if self.decoupled:
             await asyncio.gather(*(self._serve_streaming(request) for request in requests))
             return None
-        return await asyncio.gather(*(self._serve(request, None) for request in requests))
+        return await asyncio.gather(*(self._serve_safely(request, None) for request in requests))
 
     async def _serve_streaming(self, request) -> None:
         sender = request.get_response_sender()
-        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        response = await self._serve_safely(request, sender)
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    async def _serve_safely(self, request, sender):
+        """Always a response: a bug in a controller fails its request, never the batch or the stub."""
         try:
-            response = await self._serve(request, sender)
-        except Exception as error:  # never leave a stream without its final response
-            response = inputs.error_response(error, pb_utils.TritonError.INTERNAL)
-        sender.send(response, flags=final)
+            return await self._serve(request, sender)
+        except Exception as error:
+            pb_utils.Logger.log_error(f"scaffolding: request failed: {error!r}")
+            return inputs.error_response(RuntimeError(f"internal error: {type(error).__name__}: {error}"), pb_utils.TritonError.INTERNAL)
 
     async def _serve(self, request, sender):
         started = time.perf_counter()
