@@ -124,15 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--question", default=QUESTION)
-    parser.add_argument("--generator-dir", help="when starting a server: serve this model directory")
+    parser.add_argument("--model-repository", help="when starting a server: serve this model repository")
+    parser.add_argument("--generator-dir", help="when starting a server: serve this generator directory")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
     server = None
     if args.grpc_url is None:
-        from scaffolding_backend.server import TritonServer
+        from scaffolding_backend.server import DEFAULT_MODEL_REPOSITORY, TritonServer
 
         print("starting a tritonserver for the benchmark ...", file=sys.stderr, flush=True)
-        server = TritonServer(generator_dir=args.generator_dir).start()
+        server = TritonServer(args.model_repository or DEFAULT_MODEL_REPOSITORY, generator_dir=args.generator_dir).start()
         args.grpc_url = server.grpc_url
     try:
         result = measure(args.grpc_url, repeats=args.repeats, max_tokens=args.max_tokens, temperature=args.temperature, question=args.question)
