@@ -1,0 +1,132 @@
+"""The arithmetic task family: splits, shipped files, step checker, program-aided form."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from scaffolding_backend.datasets.arithmetic import (
+    PROGRAM_PROMPT_TEMPLATE,
+    PROMPT_TEMPLATE,
+    SHIPPED_SIZES,
+    check_steps,
+    generate_problem,
+    is_correct,
+    last_boxed_int,
+    make_split,
+    read_jsonl,
+    run_program,
+    split_overlap,
+    split_steps,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def train_sample():
+    # the generator samples its training data from the first 60k train questions; a large prefix catches leakage
+    return make_split("train", 30_000)
+
+
+def test_prompt_templates_are_fixed():
+    assert PROMPT_TEMPLATE == "Question: {question}\nAnswer:\n"
+    assert PROGRAM_PROMPT_TEMPLATE == "Question: {question}\nProgram:\n"
+
+
+def test_splits_are_deterministic():
+    a = make_split("test", 20)
+    b = make_split("test", 20)
+    assert [p.question for p in a] == [p.question for p in b]
+    assert make_split("dev", 5)[0].question != a[0].question
+
+
+def test_shipped_files_match_the_generator():
+    for name, n in SHIPPED_SIZES.items():
+        rows = read_jsonl(ROOT / "data" / f"{name}.jsonl")
+        assert len(rows) == n
+        assert [r["question"] for r in rows] == [p.question for p in make_split(name, n)]
+        assert all(set(r) == {"question", "answer", "solution"} and r["answer"].isdigit() for r in rows)
+    assert len(read_jsonl(ROOT / "data" / "test.jsonl")) >= 300
+
+
+def test_no_test_or_dev_question_in_train(train_sample):
+    test = read_jsonl(ROOT / "data" / "test.jsonl")
+    dev = read_jsonl(ROOT / "data" / "dev.jsonl")
+    assert split_overlap(train_sample, test) == set()
+    assert split_overlap(train_sample, dev) == set()
+    assert split_overlap(test, dev) == set()
+    assert len({p.question for p in train_sample}) == len(train_sample)
+    # the checker itself does see overlap
+    assert split_overlap(test[:3], test[1:5]) == {r["question"] for r in test[1:3]}
+
+
+def test_solution_format(train_sample):
+    counts = set()
+    for p in train_sample[:2000]:
+        steps = split_steps(p.solution)
+        counts.add(len(steps))
+        assert len(steps) == len(p.steps)
+        for s in steps:
+            assert len(re.findall(r"\d+ [-+*/] \d+ = \d+", s)) == 1
+        assert steps[-1].endswith(f"The answer is \\boxed{{{p.answer}}}.")
+        assert "\\boxed" not in "".join(steps[:-1])
+        assert last_boxed_int(p.solution) == p.answer and is_correct(p.solution, str(p.answer))
+    assert counts == {2, 3, 4, 5}
+
+
+def test_check_steps_accepts_gold_solutions(train_sample):
+    for p in train_sample[:2000]:
+        assert all(check_steps(p.question, p.solution)), p.solution
+        assert all(check_steps(p.question, p.solution, gold=p.solution))
+        assert all(check_steps(p.question, p.solution, gold=p.answer))
+
+
+def _corrupt_product(p):
+    """Replace the result of the first multiplication; returns (text, step index) or None."""
+    steps = split_steps(p.solution)
+    for i, s in enumerate(steps):
+        m = re.search(r"(\d+) \* (\d+) = (\d+)", s)
+        if m:
+            wrong = int(m.group(3)) + 10
+            steps[i] = s[: m.start(3)] + str(wrong) + s[m.end(3):]
+            return "\n\n".join(steps), i
+    return None
+
+
+def test_check_steps_flags_a_wrong_product_and_everything_after(train_sample):
+    checked = 0
+    for p in train_sample[:500]:
+        corrupted = _corrupt_product(p)
+        if corrupted is None:
+            continue
+        text, i = corrupted
+        labels = check_steps(p.question, text)
+        assert labels == [True] * i + [False] * (len(labels) - i), (text, labels)
+        checked += 1
+    assert checked > 50
+
+
+def test_check_steps_unavailable_operand_and_wrong_operation():
+    q = "Tom has 23 apples. He buys 48 more apples. He loses 15 apples. How many apples does Tom have now?"
+    good = "Tom has 23 + 48 = 71 apples.\n\nTom has 71 - 15 = 56 apples. The answer is \\boxed{56}."
+    assert check_steps(q, good) == [True, True]
+    copied_wrong = "Tom has 23 + 49 = 72 apples.\n\nTom has 72 - 15 = 57 apples. The answer is \\boxed{57}."
+    assert check_steps(q, copied_wrong) == [False, False]
+    wrong_op = "Tom has 23 + 48 = 71 apples.\n\nTom has 71 + 15 = 86 apples. The answer is \\boxed{86}."
+    assert check_steps(q, wrong_op) == [True, True]  # arithmetic alone cannot tell
+    assert check_steps(q, wrong_op, gold=good) == [True, False]
+    assert check_steps(q, wrong_op, gold=56) == [True, False]
+    assert not is_correct(wrong_op, "56") and is_correct(good, "56")
+
+
+def test_program_aided_format_prints_the_answer(train_sample):
+    for p in train_sample[:500]:
+        assert run_program(p.program) == str(p.answer)
+        assert p.program.strip().splitlines()[-1].startswith("print(")
+    p = generate_problem(random.Random(7))
+    prompt = PROGRAM_PROMPT_TEMPLATE.format(question=p.question)
+    assert prompt.endswith("\nProgram:\n")
