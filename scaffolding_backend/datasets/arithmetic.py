@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-PROMPT_TEMPLATE = "Question: {question}\nAnswer:\n"
+from ..core.prompts import DEFAULT_STEP_DELIMITER as STEP_SEPARATOR
+from ..core.prompts import DEFAULT_TEMPLATE as PROMPT_TEMPLATE
+from ..core.prompts import PromptFormat
+
 PROGRAM_PROMPT_TEMPLATE = "Question: {question}\nProgram:\n"
-STEP_SEPARATOR = "\n\n"
 
 # Disjoint seed spaces per split: example i of split s is drawn from Random(SEED_BASE[s] + i).
 SEED_BASE = {"train": 1_000_000_000, "dev": 2_000_000_000, "test": 3_000_000_000}
@@ -264,7 +266,7 @@ _INT_RE = re.compile(r"(?<![\d])\d+(?![\d])")
 
 
 def split_steps(solution_text: str) -> list[str]:
-    return [s.strip() for s in solution_text.strip().split(STEP_SEPARATOR) if s.strip()]
+    return PromptFormat().split_steps(solution_text)
 
 
 def last_boxed_int(text: str) -> int | None:

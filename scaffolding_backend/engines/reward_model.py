@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
-PROMPT_TEMPLATE = "Question: {question}\nAnswer:\n"
-STEP_SEPARATOR = "\n\n"
+from ..core.prompts import PromptFormat
+
+# the format the shipped reward models were trained on (the generator's prompt)
+PROMPT_FORMAT = PromptFormat()
 
 
 @dataclass
@@ -33,7 +35,7 @@ class RewardResult:
 
 
 def split_steps(response: str) -> list[str]:
-    return [s.strip() for s in response.strip().split(STEP_SEPARATOR) if s.strip()]
+    return PROMPT_FORMAT.split_steps(response)
 
 
 def build_reward_input(tokenizer, query: str, response: str, max_length: int | None = None) -> tuple[list[int], list[int]]:
@@ -44,8 +46,8 @@ def build_reward_input(tokenizer, query: str, response: str, max_length: int | N
     the left when needed (steps are kept).
     """
     enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    ids = enc(PROMPT_TEMPLATE.format(question=query))
-    sep = enc(STEP_SEPARATOR)
+    ids = enc(PROMPT_FORMAT.prompt(query))
+    sep = enc(PROMPT_FORMAT.step_delimiter)
     positions: list[int] = []
     for step in split_steps(response):
         ids = ids + enc(step) + sep
