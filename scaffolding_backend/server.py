@@ -10,6 +10,7 @@ there) and libpython on the library path.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import signal
@@ -54,14 +55,15 @@ def _wheel_install() -> TritonInstall:
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise ServerError(f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}")
-    # the wheel ships the backend without a stub; assemble a complete copy we own
-    backend_dir = CACHE_DIR / f"backends-py{version}"
+    # The wheel ships the backend without a stub; assemble a complete copy we own, one per
+    # wheel location so that two checkouts (or a CI clone) never write into each other's.
+    wheel_key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+    backend_dir = CACHE_DIR / f"backends-py{version}-{wheel_key}"
     python_backend = backend_dir / "python"
     python_backend.mkdir(parents=True, exist_ok=True)
     for source in [*(root / "backends" / "python").iterdir(), stub]:
-        target = python_backend / source.name
-        if source.is_file() and (not target.exists() or target.stat().st_mtime < source.stat().st_mtime):
-            shutil.copy2(source, target)
+        if source.is_file():
+            _install_file(source, python_backend / source.name)
     # the stub finds its bundled libraries (libcudart, ...) through an $ORIGIN-relative
     # rpath that no longer holds for our copy, so name that directory explicitly
     bundled_libs = root.parent.parent / "nvidia_pytriton.libs"
@@ -72,6 +74,16 @@ def _wheel_install() -> TritonInstall:
         ),
     }
     return TritonInstall(binary=root / "bin" / "tritonserver", backend_dir=backend_dir, env=env)
+
+
+def _install_file(source: Path, target: Path) -> None:
+    """Copy unless already identical, through a temporary file and a rename: a running
+    server has the old file mapped, and writing into it in place would crash that server."""
+    if target.exists() and target.stat().st_size == source.stat().st_size and target.read_bytes() == source.read_bytes():
+        return
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copy2(source, temporary)
+    os.replace(temporary, target)
 
 
 def find_tritonserver() -> TritonInstall:
