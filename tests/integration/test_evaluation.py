@@ -8,6 +8,7 @@ from client import evaluate
 from scaffolding_backend.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
+# written by: scaffolding-eval --preset model-card --limit 300 --out runs/model-card (results.json copied here)
 MODEL_CARD_RESULTS = REPO_ROOT / "models" / "model_card_eval.json"
 SUBSET = 24
 # Sampling is seeded per question and decoding is batch-invariant up to float noise, so
@@ -33,7 +34,6 @@ def test_eval_writes_table_json_and_plot(triton, tmp_path, capsys):
     assert "majority_vote@2" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not MODEL_CARD_RESULTS.exists(), reason="the model card's evaluation has not been recorded")
 def test_model_card_numbers_reproduce_on_a_subset(triton, tmp_path):
     recorded = {run["label"]: run for run in json.loads(MODEL_CARD_RESULTS.read_text())["runs"]}
     assert evaluate.main(["--url", triton.grpc_url, "--preset", "model-card", "--limit", str(SUBSET), "--out", str(tmp_path)]) == 0

@@ -1,0 +1,27 @@
+"""What the unit and integration tests share: a fixed example for the shipped models."""
+
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class ShippedExample:
+    question: str
+    answer: int
+    correct: str  # the reference solution
+    corrupted: str  # one wrong sum in the second step, carried through
+
+
+SHIPPED_EXAMPLE = ShippedExample(
+    # a test-split question the shipped generator answers correctly at temperature 0
+    question="Mia owns 33 eggs. She loses 19 eggs. She finds 29 more eggs. She gives 19 eggs to a neighbor. How many eggs does Mia have now?",
+    answer=24,
+    correct="Mia has 33 - 19 = 14 eggs.\n\nMia has 14 + 29 = 43 eggs.\n\nMia has 43 - 19 = 24 eggs. The answer is \\boxed{24}.",
+    corrupted="Mia has 33 - 19 = 14 eggs.\n\nMia has 14 + 29 = 45 eggs.\n\nMia has 45 - 19 = 26 eggs. The answer is \\boxed{26}.",
+)
+
+
+@pytest.fixture(scope="session")
+def shipped_example() -> ShippedExample:
+    return SHIPPED_EXAMPLE
