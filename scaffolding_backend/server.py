@@ -142,7 +142,8 @@ class TritonServer:
             command.append(f"--backend-directory={install.backend_dir}")
         return command + self.extra_args
 
-    def start(self) -> "TritonServer":
+    def start(self, should_stop=lambda: False) -> "TritonServer":
+        """Start and wait until ready; ``should_stop()`` turning true (a signal) aborts the wait."""
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
         install = find_tritonserver()
@@ -155,16 +156,18 @@ class TritonServer:
             self.command(install), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            self._wait_ready()
+            self._wait_ready(should_stop)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, should_stop) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
+            if should_stop():
+                raise ServerError("stopped by a signal during start-up")
             if self.process.poll() is not None:
                 hint = f"; see {self.log_file}" if self.log_file else "; run with --log-file to see why"
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} during start-up{hint}")
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print(f"starting tritonserver over {server.model_repository} (log: {args.log_file}) ...", flush=True)
     try:
-        server.start()
+        server.start(should_stop=lambda: stopping)
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -68,3 +68,21 @@ def test_launcher_prints_urls_and_stops_without_orphans(tmp_path):
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def test_sigterm_during_start_up_leaves_nothing_behind(tmp_path):
+    ports = [free_port() for _ in range(3)]
+    command = [sys.executable, "-m", "scaffolding_backend.server", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+               "--metrics-port", str(ports[2]), "--log-file", str(tmp_path / "server.log")]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "starting tritonserver" in launcher.stdout.readline()
+        time.sleep(2)  # tritonserver is loading models now, not ready yet
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 1
+        assert "stopped by a signal" in launcher.stdout.read()
+        time.sleep(0.5)
+        assert not [pid for pid in process_groups() if f"--http-port={ports[0]}" in cmdline(pid)]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
