@@ -23,52 +23,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaffolding_backend.datasets.arithmetic import PROMPT_TEMPLATE, last_boxed_int, read_jsonl  # noqa: E402
-
-
-class _HFSampler:
-    """Fallback: plain ``model.generate`` (batched, left padding); seeds per batch, not per request."""
-
-    def __init__(self, model_dir: str):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.tok.padding_side = "left"
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-
-    @torch.inference_mode()
-    def __call__(self, prompts, temperature, seeds, max_tokens):
-        torch.manual_seed(seeds[0])
-        enc = self.tok(prompts, return_tensors="pt", padding=True)
-        kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else dict(do_sample=False)
-        out = self.model.generate(**enc, max_new_tokens=max_tokens, **kw)
-        return self.tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+from scaffolding_backend.engines.causal_lm import CausalLMEngine, GenerationRequest  # noqa: E402
 
 
 class _EngineSampler:
-    def __init__(self, model_dir: str):
-        from scaffolding_backend.engines.causal_lm import CausalLMEngine
+    """The serving engine itself, so every sample has its own seed and the table is reproducible."""
 
+    def __init__(self, model_dir: str):
         self.engine = CausalLMEngine(model_dir)
 
     def __call__(self, prompts, temperature, seeds, max_tokens):
-        from scaffolding_backend.engines.causal_lm import GenerationRequest
-
         reqs = [GenerationRequest(prompt=p, max_tokens=max_tokens, temperature=temperature, top_p=1.0, top_k=0, seed=s)
                 for p, s in zip(prompts, seeds)]
         return [r.text for r in self.engine.generate(reqs)]
-
-
-def make_sampler(model_dir: str, backend: str):
-    if backend in ("engine", "auto"):
-        try:
-            s = _EngineSampler(model_dir)
-            s(["Question: Tom has 5 apples. How many apples does Tom have now?\nAnswer:\n"], 0.8, [0], 4)
-            return s, "engine"
-        except Exception as e:  # engine not available or incompatible: fall back
-            if backend == "engine":
-                raise
-            print(f"(CausalLMEngine unavailable: {e!r}; using HF generate)", file=sys.stderr)
-    return _HFSampler(model_dir), "hf"
 
 
 def majority(answers: list[int | None]) -> int | None:
@@ -90,7 +57,6 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--backend", choices=["auto", "engine", "hf"], default="auto")
     ap.add_argument("--no-greedy", action="store_true")
     ap.add_argument("--save-samples", default=None, help="JSONL of the sampled solutions")
     args = ap.parse_args()
@@ -98,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     data = read_jsonl(args.data)[: args.n]
-    sampler, backend = make_sampler(args.model, args.backend)
+    sampler = _EngineSampler(args.model)
     prompts = [PROMPT_TEMPLATE.format(question=d["question"]) for d in data]
     gold = [int(d["answer"]) for d in data]
 
@@ -125,7 +91,7 @@ def main() -> None:
     pass_k = sum(g in ans for ans, g in zip(answers, gold)) / len(gold)
     wall = time.time() - t0
 
-    print(f"\nmodel {args.model}  data {args.data}  N={len(gold)}  k={args.k}  T={args.temperature}  backend={backend}")
+    print(f"\nmodel {args.model}  data {args.data}  N={len(gold)}  k={args.k}  T={args.temperature}")
     print("| metric | accuracy |")
     print("|---|---|")
     if greedy_acc is not None:

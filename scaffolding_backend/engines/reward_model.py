@@ -34,10 +34,6 @@ class RewardResult:
     score: float
 
 
-def split_steps(response: str) -> list[str]:
-    return PROMPT_FORMAT.split_steps(response)
-
-
 def build_reward_input(tokenizer, query: str, response: str, max_length: int | None = None) -> tuple[list[int], list[int]]:
     """Token ids of (prompt + response) and the position of each step's closing separator.
 
@@ -49,7 +45,7 @@ def build_reward_input(tokenizer, query: str, response: str, max_length: int | N
     ids = enc(PROMPT_FORMAT.prompt(query))
     sep = enc(PROMPT_FORMAT.step_delimiter)
     positions: list[int] = []
-    for step in split_steps(response):
+    for step in PROMPT_FORMAT.split_steps(response):
         ids = ids + enc(step) + sep
         positions.append(len(ids) - 1)
     if not positions:
