@@ -1,11 +1,18 @@
 """Train the tiny shipped generator (tokenizer + Llama causal LM) from scratch on CPU.
 
-    python tools/train_generator.py --out models/generator --steps 5000 --stop-after 3400
+    python tools/train_generator.py --out models/generator --steps 5000 --stop-after 3400 \
+        --result-digit-smoothing 0.1
 
 (those are the defaults). Deterministic (fixed seeds, fixed step count, 2 threads). Trains on the arithmetic
 task family of ``scaffolding_backend.datasets.arithmetic``: the natural-language
 solution format (``PROMPT_TEMPLATE``) and, for a fraction of examples, the
 program-aided format (``PROGRAM_PROMPT_TEMPLATE``). Loss is on the completion only.
+
+``--result-digit-smoothing`` is label smoothing restricted to the digits of computed
+results: the model keeps its argmax but learns to put some probability on other digits
+there, so temperature sampling makes arithmetic slips that differ from sample to
+sample (what voting and verifiers exploit), while greedy decoding stays accurate.
+0 trains with plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import json
 import math
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -65,6 +73,30 @@ def examples(problems, program_fraction: float, seed: int) -> list[tuple[str, st
     return out
 
 
+RESULT_DIGITS_RE = re.compile(r"=\s*(\d+)|\\boxed\{(\d+)\}")
+
+
+def result_digit_masks(completions: list[str], offsets: list[list[tuple[int, int]]]) -> list[list[bool]]:
+    """Per completion token: is it a digit of a computed result (``= 43``, ``\\boxed{24}``)?"""
+    masks = []
+    for text, token_spans in zip(completions, offsets):
+        spans = [m.span(g) for m in RESULT_DIGITS_RE.finditer(text) for g in (1, 2) if m.group(g)]
+        masks.append([end > start and any(a <= start and end <= b for a, b in spans) for start, end in token_spans])
+    return masks
+
+
+def smoothed_result_loss(logits, labels, smoothed, digit_ids, epsilon: float):
+    """Next-token cross-entropy; where ``smoothed``, the target keeps 1-epsilon and spreads epsilon
+    evenly over the ten digits, so the model learns to be unsure of the results it computes."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    target = labels[:, 1:]
+    valid = target != -100
+    nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    spread = -logp[..., digit_ids].mean(-1)
+    per_token = torch.where(smoothed[:, 1:], (1 - epsilon) * nll + epsilon * spread, nll)
+    return per_token[valid].mean()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="models/generator")
@@ -81,6 +113,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--result-digit-smoothing", type=float, default=0.1,
+                    help="label smoothing over the ten digit tokens, only for the digits of computed results "
+                         "(after '=' and inside \\boxed{}) of natural-language solutions")
     ap.add_argument("--stop-after", type=int, default=3400,
                     help="stop after this many steps while the schedule spans --steps (the shipped checkpoint: 3400); "
                          "0 = run all --steps")
@@ -112,6 +147,18 @@ def main() -> None:
     prompt_ids = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
     comp_ids = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
     seqs = [(pi + ci + [eos_id], len(pi)) for pi, ci in zip(prompt_ids, comp_ids)]
+    digit_ids = tokenizer.convert_tokens_to_ids(list("0123456789"))
+    smooth_masks = None
+    if args.result_digit_smoothing > 0:
+        completions = [c if p.endswith("Answer:\n") else "" for p, c in pairs]  # natural-language solutions only
+        offsets = tokenizer(completions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        smooth_masks = [
+            [False] * len(pi) + (mask or [False] * len(ci)) + [False]
+            for pi, ci, mask in zip(prompt_ids, comp_ids, result_digit_masks(completions, offsets))
+        ]
+        n_smoothed = sum(map(sum, smooth_masks))
+        print(f"[{time.time() - t0:.0f}s] {n_smoothed} result-digit tokens smoothed "
+              f"(epsilon {args.result_digit_smoothing})", flush=True)
     lens = [len(s) for s, _ in seqs]
     print(f"[{time.time() - t0:.0f}s] tokens/example mean {sum(lens) / len(lens):.0f} max {max(lens)}", flush=True)
 
@@ -157,7 +204,8 @@ def main() -> None:
     ema = None
     step = 0
     for step in range(args.steps):
-        batch = [seqs[i] for i in next(batch_iter)]
+        batch_idx = next(batch_iter)
+        batch = [seqs[i] for i in batch_idx]
         L = max(len(s) for s, _ in batch)
         ids = torch.full((len(batch), L), eos_id, dtype=torch.long)
         mask = torch.zeros((len(batch), L), dtype=torch.long)
@@ -168,7 +216,14 @@ def main() -> None:
             labels[r, plen: len(s)] = torch.tensor(s[plen:])
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        if smooth_masks is None:
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        else:
+            smoothed = torch.zeros((len(batch), L), dtype=torch.bool)
+            for r, i in enumerate(batch_idx):
+                smoothed[r, : len(smooth_masks[i])] = torch.tensor(smooth_masks[i])
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = smoothed_result_loss(logits, labels, smoothed, digit_ids, args.result_digit_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

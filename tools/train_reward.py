@@ -1,19 +1,26 @@
 """Train the shipped process (PRM) and outcome (ORM) reward models on the generator's own samples.
 
     python tools/train_reward.py --generator models/generator --prm-out models/prm --orm-out models/orm \
-        --test-samples /tmp/test_samples.jsonl
+        --test-samples /tmp/test_samples.jsonl    # defaults otherwise
 
-1. Sample solutions with the trained generator (per-request seeds) for train-split
-   questions the generator never trained on, and for the dev split (held out).
+1. Sample solutions with the trained generator (per-request seeds, T = 0.8 as the
+   methods sample) for train-split questions the generator never trained on, and for
+   the dev split (held out).
 2. Label them automatically: step labels from ``check_steps`` against the gold
    solution (Math-Shepherd style: wrong from the first bad step on), outcome labels
-   from the boxed integer.
+   from the boxed integer. Add synthetic negatives made from those samples with
+   ``slip_result`` (one result digit mis-written, the generator's typical error).
 3. Train a PRM (``LlamaForTokenClassification``, one logit read at each step's
-   closing separator) and an ORM (``LlamaForSequenceClassification``), both small
-   Llama backbones initialised from the generator's embeddings and first layers.
-4. Report PRM step-level AUC and ORM AUC on the dev samples; with
-   ``--test-samples`` (written by ``tools/calibrate.py --save-samples``) also
-   best-of-k accuracy by ORM score and by PRM min-step score.
+   closing separator) and an ORM (``LlamaForSequenceClassification``): the generator's
+   embeddings and layers plus two new layers. Besides the step/outcome labels, the same
+   head is trained at every written result digit to say whether the result is still
+   right up to that digit (``result_digit_labels``), which is what teaches a model this
+   small to check arithmetic rather than to guess from the question's difficulty.
+4. Report on the dev samples: PRM step-level AUC, ORM AUC, and for both the
+   within-question win rate (does a right solution outscore a wrong one for the same
+   question: what best-of-N needs); with ``--test-samples`` (written by
+   ``tools/calibrate.py --save-samples``) also best-of-k accuracy by ORM score and by
+   PRM min-step score.
 """
 
 from __future__ import annotations
@@ -33,15 +40,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaffolding_backend.datasets.arithmetic import (  # noqa: E402
     PROMPT_TEMPLATE,
+    STEP_SEPARATOR,
     check_steps,
     is_correct,
     last_boxed_int,
     make_split,
     read_jsonl,
+    result_digit_labels,
+    slip_result,
+    split_steps,
 )
 from scaffolding_backend.engines.reward_model import (  # noqa: E402
     RewardEngine,
     build_reward_input,
+    pad_right,
     score_logits,
 )
 
@@ -90,14 +102,46 @@ def sample_solutions(generator_dir, problems, k, temperature, seed, max_tokens, 
     return out
 
 
-def build_model(generator_dir: str, kind: str, layers: int, seed: int):
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForSequenceClassification, LlamaForTokenClassification
+def add_slips(samples, per_solution: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Synthetic negatives made from the generator's own samples with ``slip_result``.
+
+    PRM: the sample cut after a step of its correct prefix whose result gets one wrong
+    digit (labels: the prefix right, that step wrong). ORM: the same slip on the last step
+    of a correct solution, which leaves a complete solution with a wrong boxed answer.
+    """
+    rng = random.Random(seed)
+    prm, orm = [], []
+    for s in samples:
+        prefix = [i for i, ok in enumerate(s["step_labels"]) if ok]
+        for i in rng.sample(prefix, min(per_solution, len(prefix))):
+            text = slip_result(s["response"], i, rng)
+            if text is not None:
+                prm.append({**s, "response": text, "step_labels": [True] * i + [False], "correct": False})
+        last = len(s["step_labels"]) - 1
+        if s["correct"] and rng.random() < per_solution / max(1, len(s["step_labels"])):
+            text = slip_result(s["response"], last, rng)
+            if text is not None and not is_correct(text, s["answer"]):
+                orm.append({**s, "response": text, "step_labels": [True] * last + [False], "correct": False})
+    return prm, orm
+
+
+def build_model(generator_dir: str, kind: str, layers: int, extra_layers: int, seed: int):
+    """A reward model on the generator's embeddings and first ``layers`` layers, plus
+    ``extra_layers`` new ones on top: the generator's last layer is where it forms its own
+    prediction of each result digit, and only a later layer can compare that prediction
+    with the digit actually written."""
+    from transformers import (
+        AutoModelForCausalLM,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+        LlamaForTokenClassification,
+    )
 
     torch.manual_seed(seed)
     gen = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32)
     cfg = LlamaConfig(**{k: v for k, v in gen.config.to_dict().items()
                          if k not in ("architectures", "num_hidden_layers", "tie_word_embeddings", "layer_types")})
-    cfg.num_hidden_layers = layers
+    cfg.num_hidden_layers = layers + extra_layers
     cfg.num_labels = 1
     cfg.tie_word_embeddings = False
     cfg.pad_token_id = gen.config.pad_token_id if gen.config.pad_token_id is not None else gen.config.eos_token_id
@@ -106,8 +150,37 @@ def build_model(generator_dir: str, kind: str, layers: int, seed: int):
     src = {k[len("model."):]: v for k, v in gen.state_dict().items() if k.startswith("model.")}
     src = {k: v for k, v in src.items() if not k.startswith("layers.") or int(k.split(".")[1]) < layers}
     missing, unexpected = model.model.load_state_dict(src, strict=False)
-    assert not unexpected and not missing, (missing, unexpected)
+    assert not unexpected and all(int(k.split(".")[1]) >= layers for k in missing), (missing, unexpected)
     return model
+
+
+def digit_targets(tokenizer, query: str, response: str, ids: list[int]) -> tuple[list[int], list[bool]]:
+    """Token positions (in ``build_reward_input``'s ids) of every written result digit, and
+    whether the result is right up to that digit: dense supervision at the place where a
+    slip happens, so the PRM learns to compare what is written with what it would compute."""
+    enc = lambda s: tokenizer(s, add_special_tokens=False, return_offsets_mapping=True)  # noqa: E731
+    prefix = enc(PROMPT_TEMPLATE.format(question=query))["input_ids"]
+    sep = enc(STEP_SEPARATOR)["input_ids"]
+    offset, positions, labels = len(prefix), [], []
+    for step in split_steps(response):
+        e = enc(step)
+        by_char = result_digit_labels(step)
+        for t, (a, b) in enumerate(e["offset_mapping"]):
+            if b - a == 1 and a in by_char:
+                positions.append(offset + t)
+                labels.append(by_char[a])
+        offset += len(e["input_ids"]) + len(sep)
+    assert offset == len(ids), "digit positions out of step with build_reward_input"
+    return positions, labels
+
+
+def token_logits(model, pad_id: int, batch_ids: list[list[int]]) -> torch.Tensor:
+    """[batch, length] logits of the reward head at every token (right-padded rows). Both
+    heads are a linear ``score`` on the last hidden states: the PRM reads it at step ends,
+    the ORM at the last token, and training also supervises it at result digits."""
+    ids, mask = pad_right(batch_ids, pad_id)
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return model.score(hidden)[..., 0]
 
 
 def train_one(kind, model, tokenizer, train, dev, args, t0):
@@ -117,9 +190,20 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
     for (ids, pos), y in zip(built, targets):  # PRM: a response with no step text gets one (False) label
         if kind == "prm" and len(y) != len(pos):
             y[:] = (y + [False] * len(pos))[: len(pos)]
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    digits = None
+    if args.digit_loss_weight > 0:
+        digits = [digit_targets(tokenizer, s["question"], s["response"], ids) for s, (ids, _) in zip(train, built)]
+    def pretrained(name: str) -> bool:  # the generator's embeddings and layers, not the new layers or head
+        return name.startswith("model.") and not (
+            name.startswith("model.layers.") and int(name.split(".")[2]) >= args.layers)
+
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if pretrained(n)], "lr": args.lr * args.backbone_lr_scale},
+              {"params": [p for n, p in named if not pretrained(n)], "lr": args.lr}]
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01)
     n_steps = args.epochs * ((len(built) + args.batch_size - 1) // args.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=n_steps, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=n_steps,
+                                                pct_start=0.05)
     rng = random.Random(args.seed)
     order = list(range(len(built)))
     step = 0
@@ -128,10 +212,16 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
         rng.shuffle(order)
         for i in range(0, len(order), args.batch_size):
             idx = order[i:i + args.batch_size]
-            logits = score_logits(model, kind, pad_id, [built[j][0] for j in idx], [built[j][1] for j in idx])
-            x = torch.cat(logits)
+            logits = token_logits(model, pad_id, [built[j][0] for j in idx])
+            label_pos = [built[j][1] if kind == "prm" else [len(built[j][0]) - 1] for j in idx]
+            x = torch.cat([logits[r, pos] for r, pos in enumerate(label_pos)])
             y = torch.tensor([float(v) for j in idx for v in targets[j]])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(x, y)
+            if digits is not None:
+                dx = torch.cat([logits[r, digits[j][0]] for r, j in enumerate(idx)])
+                dy = torch.tensor([float(v) for j in idx for v in digits[j][1]])
+                if len(dy):
+                    loss = loss + args.digit_loss_weight * torch.nn.functional.binary_cross_entropy_with_logits(dx, dy)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -140,13 +230,48 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
             if step % 50 == 0:
                 print(f"[{time.time() - t0:.0f}s] {kind} epoch {epoch} step {step}/{n_steps} loss {loss.item():.4f}", flush=True)
             step += 1
+        if args.monitor:
+            model.eval()
+            with torch.no_grad():
+                res = [score_logits(model, kind, pad_id, [ids], [pos])[0] for ids, pos in
+                       (build_reward_input(tokenizer, d["question"], d["response"]) for d in dev)]
+            final = [float(r.min()) if kind == "prm" else float(r[0]) for r in res]
+            print(f"[{time.time() - t0:.0f}s] {kind} after epoch {epoch}: dev within-question win rate "
+                  f"{within_question_win_rate(final, dev):.3f}", flush=True)
+            model.train()
     model.eval()
+
+
+def within_question_win_rate(scores, samples) -> float:
+    """P(a correct solution outscores a wrong one for the same question), ties count half:
+    what best-of-N needs, unlike a pooled AUC that question difficulty alone can inflate."""
+    by_question: dict[str, list[tuple[float, bool]]] = {}
+    for score, s in zip(scores, samples):
+        by_question.setdefault(s["question"], []).append((score, s["correct"]))
+    wins = pairs = 0.0
+    for items in by_question.values():
+        for good, ok in items:
+            for bad, bad_ok in items:
+                if ok and not bad_ok:
+                    pairs += 1
+                    wins += 1.0 if good > bad else 0.5 if good == bad else 0.0
+    return wins / pairs if pairs else float("nan")
 
 
 def evaluate(engine: RewardEngine, samples):
     res = engine.score([(s["question"], s["response"]) for s in samples])
     out = {}
+    final = [r.score for r in res] if engine.kind == "orm" else [min(r.step_scores) for r in res]
+    out["within_question_win_rate"] = within_question_win_rate(final, samples)
     if engine.kind == "prm":
+        first_x, first_y = [], []
+        for r, s in zip(res, samples):
+            for i, (score, ok) in enumerate(zip(r.step_scores, s["step_labels"])):
+                first_x.append(score)
+                first_y.append(ok)
+                if not ok:
+                    break
+        out["first_error_auc"] = auc(first_x, first_y)
         xs, ys = [], []
         for r, s in zip(res, samples):
             n = min(len(r.step_scores), len(s["step_labels"]))
@@ -202,16 +327,27 @@ def main() -> None:
     ap.add_argument("--orm-out", default="models/orm")
     ap.add_argument("--train-offset", type=int, default=150_000,
                     help="skip the first N train-split questions (the generator's own training questions)")
-    ap.add_argument("--n-questions", type=int, default=1500)
+    ap.add_argument("--n-questions", type=int, default=1000)
     ap.add_argument("--k", type=int, default=4, help="samples per question")
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--max-tokens", type=int, default=200)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--slips-per-solution", type=int, default=2,
+                    help="synthetic negatives per sample: a result digit mis-written (0 = none)")
+    ap.add_argument("--layers", type=int, default=4, help="generator layers the reward models start from")
+    ap.add_argument("--extra-layers", type=int, default=2, help="new layers on top of them")
+    ap.add_argument("--backbone-lr-scale", type=float, default=1.0,
+                    help="learning rate of the generator's weights relative to --lr")
+    ap.add_argument("--digit-loss-weight", type=float, default=1.0,
+                    help="weight of the per-digit loss on written results (0 = step/outcome labels only)")
+    ap.add_argument("--monitor", action="store_true", help="print the dev within-question win rate every epoch")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="train nothing: evaluate the models already in --prm-out/--orm-out (writes evaluation.json)")
+    ap.add_argument("--kinds", default="prm,orm", help="which reward models to train")
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dev-data", default="data/dev.jsonl")
     ap.add_argument("--test-samples", default=None, help="calibrate.py --save-samples output, for best-of-k")
     ap.add_argument("--cache", default=None, help="optional JSON file to cache sampled+labelled solutions")
@@ -241,12 +377,30 @@ def main() -> None:
     print(f"train: {len(train)} solutions, {np.mean([s['correct'] for s in train]):.1%} correct; "
           f"{n_steps} steps, {np.mean([v for s in train for v in s['step_labels']]):.1%} steps correct", flush=True)
 
+    slips = dict(zip(("prm", "orm"), add_slips(train, args.slips_per_solution, args.seed)))
+    print(f"slipped-digit negatives: {len(slips['prm'])} partial solutions (PRM), "
+          f"{len(slips['orm'])} complete ones (ORM)", flush=True)
+
     engines = {}
     report = {}
-    for kind, out_dir in (("prm", args.prm_out), ("orm", args.orm_out)):
+    outputs = {"prm": args.prm_out, "orm": args.orm_out}
+    kinds = [k for k in args.kinds.split(",") if k]
+    if args.eval_only:
+        for kind in kinds:
+            engines[kind] = RewardEngine(outputs[kind], num_threads=args.threads)
+            report[kind] = evaluate(engines[kind], dev)
+            print(f"{kind} dev metrics: {json.dumps(report[kind])}", flush=True)
+        if args.test_samples:
+            report["best_of_k_test"] = best_of_k(engines, args.test_samples)
+            print(f"best-of-k on test samples: {json.dumps(report['best_of_k_test'])}", flush=True)
+        report["command"] = " ".join(["python"] + sys.argv)
+        for kind in kinds:
+            (Path(outputs[kind]) / "evaluation.json").write_text(json.dumps({"kind": kind, **report}, indent=2) + "\n")
+        return
+    for kind, out_dir in ((k, outputs[k]) for k in kinds):
         t_kind = time.time()
-        model = build_model(args.generator, kind, args.layers, args.seed)
-        train_one(kind, model, tokenizer, train, dev, args, t0)
+        model = build_model(args.generator, kind, args.layers, args.extra_layers, args.seed)
+        train_one(kind, model, tokenizer, train + slips[kind], dev, args, t0)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out, safe_serialization=True)
@@ -271,8 +425,8 @@ def main() -> None:
     report["command"] = " ".join(["python"] + sys.argv)
     report["args"] = vars(args)
     report["train_data"] = {"solutions": len(train), "correct_rate": float(np.mean([s["correct"] for s in train])),
-                            "steps": n_steps}
-    for kind, out_dir in (("prm", args.prm_out), ("orm", args.orm_out)):
+                            "steps": n_steps, "slip_negatives": {k: len(v) for k, v in slips.items()}}
+    for kind, out_dir in ((k, outputs[k]) for k in kinds):
         (Path(out_dir) / "reward_info.json").write_text(json.dumps({"kind": kind, **report}, indent=2) + "\n")
     print(f"wall time {wall:.0f}s ({wall / 60:.1f} min)", flush=True)
 

@@ -346,6 +346,54 @@ def check_steps(question: str, solution_text: str, gold: str | int | None = None
     return labels
 
 
+def result_digit_labels(step: str) -> dict[int, bool]:
+    """For each digit the step writes as a result: its character index in ``step`` and
+    whether the number agrees, up to and including that digit, with what it should be.
+    A result ``c`` of ``a op b = c`` should be the true value; a ``\\boxed{}`` number
+    should be the last result the step wrote (the answer is copied, not recomputed)."""
+    labels: dict[int, bool] = {}
+
+    def compare(written: str, start: int, truth: str) -> None:
+        for k, ch in enumerate(written):
+            if ch.isdigit():
+                last = k == len(written) - 1
+                labels[start + k] = written[: k + 1] == truth[: k + 1] and (not last or written == truth)
+
+    last_written = None
+    for eq in _EQ_RE.finditer(step):
+        true = _apply(int(eq.group(1)), eq.group(2), int(eq.group(3)))
+        compare(eq.group(4), eq.start(4), "" if true is None else str(true))
+        last_written = eq.group(4)
+    box = _BOXED_RE.search(step)
+    if box is not None and last_written is not None:
+        compare(box.group(1), box.start(1), last_written)
+    return labels
+
+
+def slip_result(solution_text: str, step_index: int, rng: random.Random) -> str | None:
+    """The solution cut after step ``step_index``, whose computed result has one digit
+    mis-written (and its ``\\boxed{}``, if that step boxes it, the same): the slip the
+    generator itself makes most. Synthetic negatives for reward-model training; None when
+    that step has no ``a op b = c``.
+    """
+    steps = split_steps(solution_text)
+    if not 0 <= step_index < len(steps):
+        return None
+    step = steps[step_index]
+    eq = _EQ_RE.search(step)
+    if eq is None:
+        return None
+    right = eq.group(4)
+    digits = list(right.lstrip("-"))
+    pos = rng.randrange(len(digits))
+    choices = [d for d in "0123456789" if d != digits[pos] and not (pos == 0 and d == "0" and len(digits) > 1)]
+    digits[pos] = rng.choice(choices)
+    wrong = ("-" if right.startswith("-") else "") + "".join(digits)
+    step = step[: eq.start(4)] + wrong + step[eq.end(4):]
+    step = step.replace(f"\\boxed{{{right}}}", f"\\boxed{{{wrong}}}")
+    return STEP_SEPARATOR.join(steps[:step_index] + [step])
+
+
 # ----------------------------------------------------------------------------- files
 
 def write_jsonl(path: str | Path, problems: list[Problem]) -> None:

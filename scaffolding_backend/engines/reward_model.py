@@ -57,18 +57,24 @@ def build_reward_input(tokenizer, query: str, response: str, max_length: int | N
     return ids, positions
 
 
+def pad_right(batch_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of right-padded rows (positions stay valid)."""
+    length = max(len(x) for x in batch_ids)
+    ids = torch.full((len(batch_ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch_ids), length), dtype=torch.long)
+    for r, x in enumerate(batch_ids):
+        ids[r, : len(x)] = torch.tensor(x)
+        mask[r, : len(x)] = 1
+    return ids, mask
+
+
 def score_logits(model, kind: str, pad_id: int, batch_ids: list[list[int]], batch_pos: list[list[int]]):
     """Raw logits at the scored positions, per row (differentiable; training uses it too).
 
     Rows are right-padded, so the positions from :func:`build_reward_input` stay valid;
     the ORM's sequence head pools at the last non-pad token (the final separator).
     """
-    L = max(len(x) for x in batch_ids)
-    ids = torch.full((len(batch_ids), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch_ids), L), dtype=torch.long)
-    for r, x in enumerate(batch_ids):
-        ids[r, : len(x)] = torch.tensor(x)
-        mask[r, : len(x)] = 1
+    ids, mask = pad_right(batch_ids, pad_id)
     logits = model(input_ids=ids, attention_mask=mask).logits
     if kind == "prm":
         return [logits[r, pos, 0] for r, pos in enumerate(batch_pos)]

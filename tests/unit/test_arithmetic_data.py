@@ -18,7 +18,9 @@ from scaffolding_backend.datasets.arithmetic import (
     last_boxed_int,
     make_split,
     read_jsonl,
+    result_digit_labels,
     run_program,
+    slip_result,
     split_overlap,
     split_steps,
 )
@@ -121,6 +123,37 @@ def test_check_steps_unavailable_operand_and_wrong_operation():
     assert check_steps(q, wrong_op, gold=good) == [True, False]
     assert check_steps(q, wrong_op, gold=56) == [True, False]
     assert not is_correct(wrong_op, "56") and is_correct(good, "56")
+
+
+def test_slip_result_miswrites_one_result_digit_and_cuts_after_it(train_sample):
+    rng = random.Random(3)
+    for p in train_sample[:50]:
+        steps = split_steps(p.solution)
+        for i in range(len(steps)):
+            slipped = slip_result(p.solution, i, rng)
+            got = split_steps(slipped)
+            assert got[:i] == steps[:i] and len(got) == i + 1
+            assert check_steps(p.question, slipped, gold=p.solution) == [True] * i + [False]
+            before, after = re.findall(r"\d+", steps[i]), re.findall(r"\d+", got[i])
+            changed = [(a, b) for a, b in zip(before, after) if a != b]
+            assert len(before) == len(after) and 1 <= len(changed) <= 2  # the result, and its \boxed{} copy
+            assert all(len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1 for a, b in changed)
+        if len(steps) > 1:
+            assert not is_correct(slip_result(p.solution, len(steps) - 1, rng), p.answer)
+    assert slip_result("No arithmetic here.", 0, rng) is None
+
+
+def test_result_digit_labels_mark_where_a_result_goes_wrong():
+    def marked(step):
+        return [(step[i], ok) for i, ok in sorted(result_digit_labels(step).items())]
+
+    assert marked("Mia has 14 + 29 = 43 eggs.") == [("4", True), ("3", True)]
+    assert marked("Mia has 14 + 29 = 45 eggs.") == [("4", True), ("5", False)]
+    assert marked("Mia has 14 + 29 = 143 eggs.") == [("1", False), ("4", False), ("3", False)]
+    # a boxed answer must copy the step's last written result
+    assert marked("He has 10 - 6 = 4 pens. The answer is \\boxed{7}.") == [("4", True), ("7", False)]
+    assert marked("He has 3 * 4 = 12 pens. The answer is \\boxed{12}.") == [("1", True), ("2", True)] * 2
+    assert marked("No numbers to check.") == []
 
 
 def test_program_aided_format_prints_the_answer(train_sample):
