@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         from scaffolding_backend.server import DEFAULT_MODEL_REPOSITORY, TritonServer
 
         print("starting a tritonserver for the benchmark ...", file=sys.stderr, flush=True)
+        TritonServer.exit_on_sigterm()
         server = TritonServer(args.model_repository or DEFAULT_MODEL_REPOSITORY, generator_dir=args.generator_dir).start()
         args.grpc_url = server.grpc_url
     try:

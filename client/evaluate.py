@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("starting a tritonserver for the evaluation ...", file=sys.stderr, flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
+        TritonServer.exit_on_sigterm()
         server = TritonServer(log_file=args.out / "tritonserver.log").start()
         args.url = server.grpc_url if args.protocol == "grpc" else server.http_url
     started = time.perf_counter()

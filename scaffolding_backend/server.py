@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -141,6 +142,14 @@ class TritonServer:
         if install.backend_dir is not None:
             command.append(f"--backend-directory={install.backend_dir}")
         return command + self.extra_args
+
+    @staticmethod
+    def exit_on_sigterm() -> None:
+        """Make SIGTERM raise ``SystemExit`` in the main thread, as Ctrl-C raises
+        ``KeyboardInterrupt``, so a caller's ``finally: server.stop()`` runs: the server
+        lives in its own process group and would otherwise outlive a terminated client."""
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
     def start(self, should_stop=lambda: False) -> "TritonServer":
         """Start and wait until ready; ``should_stop()`` turning true (a signal) aborts the wait."""
