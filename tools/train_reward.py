@@ -125,13 +125,15 @@ def add_slips(samples, per_solution: int, seed: int) -> tuple[list[dict], list[d
     return prm, orm
 
 
-def build_model(generator_dir: str, kind: str, layers: int, extra_layers: int, seed: int):
+def build_model(generator_dir: str, kind: str, layers: int, extra_layers: int, seed: int,
+                init_from: str | None = None):
     """A reward model on the generator's embeddings and first ``layers`` layers, plus
     ``extra_layers`` new ones on top: the generator's last layer is where it forms its own
     prediction of each result digit, and only a later layer can compare that prediction
     with the digit actually written."""
     from transformers import (
         AutoModelForCausalLM,
+        AutoModelForTokenClassification,
         LlamaConfig,
         LlamaForSequenceClassification,
         LlamaForTokenClassification,
@@ -151,6 +153,9 @@ def build_model(generator_dir: str, kind: str, layers: int, extra_layers: int, s
     src = {k: v for k, v in src.items() if not k.startswith("layers.") or int(k.split(".")[1]) < layers}
     missing, unexpected = model.model.load_state_dict(src, strict=False)
     assert not unexpected and all(int(k.split(".")[1]) >= layers for k in missing), (missing, unexpected)
+    if init_from:  # e.g. the ORM from the trained PRM: its layers already check the arithmetic
+        trained = AutoModelForTokenClassification.from_pretrained(init_from, dtype=torch.float32).state_dict()
+        model.load_state_dict({k: v for k, v in trained.items() if k != "score.bias"}, strict=True)
     return model
 
 
@@ -342,6 +347,8 @@ def main() -> None:
     ap.add_argument("--monitor", action="store_true", help="print the dev within-question win rate every epoch")
     ap.add_argument("--eval-only", action="store_true",
                     help="train nothing: evaluate the models already in --prm-out/--orm-out (writes evaluation.json)")
+    ap.add_argument("--orm-from-prm", type=int, default=1,
+                    help="1: start the ORM from the PRM just trained (in --prm-out) instead of the generator")
     ap.add_argument("--kinds", default="prm,orm", help="which reward models to train")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -399,7 +406,8 @@ def main() -> None:
         return
     for kind, out_dir in ((k, outputs[k]) for k in kinds):
         t_kind = time.time()
-        model = build_model(args.generator, kind, args.layers, args.extra_layers, args.seed)
+        init_from = args.prm_out if kind == "orm" and args.orm_from_prm else None
+        model = build_model(args.generator, kind, args.layers, args.extra_layers, args.seed, init_from)
         train_one(kind, model, tokenizer, train + slips[kind], dev, args, t0)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
