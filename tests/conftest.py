@@ -18,7 +18,10 @@ SHIPPED_EXAMPLE = ShippedExample(
     question="Mia owns 33 eggs. She loses 19 eggs. She finds 29 more eggs. She gives 19 eggs to a neighbor. How many eggs does Mia have now?",
     answer=24,
     correct="Mia has 33 - 19 = 14 eggs.\n\nMia has 14 + 29 = 43 eggs.\n\nMia has 43 - 19 = 24 eggs. The answer is \\boxed{24}.",
-    corrupted="Mia has 33 - 19 = 14 eggs.\n\nMia has 14 + 29 = 45 eggs.\n\nMia has 45 - 19 = 26 eggs. The answer is \\boxed{26}.",
+    # the second result's tens digit slipped (43 -> 53), the rest carried on consistently. The
+    # shipped reward models catch this slip but often miss one in a last digit (43 -> 45) or
+    # in the boxed copy: models/prm/README.md lists their scores for each.
+    corrupted="Mia has 33 - 19 = 14 eggs.\n\nMia has 14 + 29 = 53 eggs.\n\nMia has 53 - 19 = 34 eggs. The answer is \\boxed{34}.",
 )
 
 

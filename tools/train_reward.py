@@ -189,6 +189,7 @@ def token_logits(model, pad_id: int, batch_ids: list[list[int]]) -> torch.Tensor
 
 
 def train_one(kind, model, tokenizer, train, dev, args, t0):
+    epochs = args.orm_epochs if kind == "orm" else args.epochs
     pad_id = model.config.pad_token_id
     built = [build_reward_input(tokenizer, s["question"], s["response"]) for s in train]
     targets = [s["step_labels"] if kind == "prm" else [s["correct"]] for s in train]
@@ -206,14 +207,14 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
     groups = [{"params": [p for n, p in named if pretrained(n)], "lr": args.lr * args.backbone_lr_scale},
               {"params": [p for n, p in named if not pretrained(n)], "lr": args.lr}]
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01)
-    n_steps = args.epochs * ((len(built) + args.batch_size - 1) // args.batch_size)
+    n_steps = epochs * ((len(built) + args.batch_size - 1) // args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=n_steps,
                                                 pct_start=0.05)
     rng = random.Random(args.seed)
     order = list(range(len(built)))
     step = 0
     model.train()
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         rng.shuffle(order)
         for i in range(0, len(order), args.batch_size):
             idx = order[i:i + args.batch_size]
@@ -350,7 +351,8 @@ def main() -> None:
     ap.add_argument("--orm-from-prm", type=int, default=1,
                     help="1: start the ORM from the PRM just trained (in --prm-out) instead of the generator")
     ap.add_argument("--kinds", default="prm,orm", help="which reward models to train")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=4, help="PRM epochs")
+    ap.add_argument("--orm-epochs", type=int, default=2, help="ORM epochs (it starts from the trained PRM)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,7 @@ from client import evaluate
 from scaffolding_backend.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
-# written by: scaffolding-eval --preset model-card --limit 300 --out runs/model-card (results.json copied here)
+# written by: scaffolding-eval --preset model-card --limit 200 --out runs/model-card (results.json copied here)
 MODEL_CARD_RESULTS = REPO_ROOT / "models" / "model_card_eval.json"
 SUBSET = 24
 # Sampling is seeded per question and decoding is batch-invariant up to float noise, so
