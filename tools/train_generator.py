@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from scaffolding_backend.datasets.arithmetic import (  # noqa: E402
     PROGRAM_PROMPT_TEMPLATE,
     PROMPT_TEMPLATE,
     make_split,
+    result_digit_labels,
 )
 
 EOS = "<|endoftext|>"
@@ -73,15 +73,13 @@ def examples(problems, program_fraction: float, seed: int) -> list[tuple[str, st
     return out
 
 
-RESULT_DIGITS_RE = re.compile(r"=\s*(\d+)|\\boxed\{(\d+)\}")
-
-
 def result_digit_masks(completions: list[str], offsets: list[list[tuple[int, int]]]) -> list[list[bool]]:
-    """Per completion token: is it a digit of a computed result (``= 43``, ``\\boxed{24}``)?"""
+    """Per completion token: is it a digit of a computed result (``= 43``, ``\\boxed{24}``)?
+    The same digits the reward models get per-digit labels for (``result_digit_labels``)."""
     masks = []
     for text, token_spans in zip(completions, offsets):
-        spans = [m.span(g) for m in RESULT_DIGITS_RE.finditer(text) for g in (1, 2) if m.group(g)]
-        masks.append([end > start and any(a <= start and end <= b for a, b in spans) for start, end in token_spans])
+        result_chars = result_digit_labels(text).keys()
+        masks.append([end > start and all(i in result_chars for i in range(start, end)) for start, end in token_spans])
     return masks
 
 

@@ -199,6 +199,7 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
     digits = None
     if args.digit_loss_weight > 0:
         digits = [digit_targets(tokenizer, s["question"], s["response"], ids) for s, (ids, _) in zip(train, built)]
+
     def pretrained(name: str) -> bool:  # the generator's embeddings and layers, not the new layers or head
         return name.startswith("model.") and not (
             name.startswith("model.layers.") and int(name.split(".")[2]) >= args.layers)
