@@ -1,7 +1,12 @@
-"""Train the shipped process (PRM) and outcome (ORM) reward models on the generator's own samples.
+"""Train classifier reward models (a PRM and the shipped ORM) on the generator's own samples.
 
-    python tools/train_reward.py --generator models/generator --prm-out models/prm --orm-out models/orm \
-        --test-samples /tmp/test_samples.jsonl    # defaults otherwise
+    python tools/train_reward.py --generator models/generator --prm-out runs/prm_classifier \
+        --orm-out models/orm --test-samples /tmp/test_samples.jsonl    # defaults otherwise
+
+The shipped PRM is not trained here: it is a likelihood verifier, a language model
+trained by ``tools/train_generator.py`` (models/prm/README.md). This script trains the
+classifier PRM that the shipped ORM starts from, and evaluates any reward model
+directory, the likelihood PRM included, with ``--eval-only``.
 
 1. Sample solutions with the trained generator (per-request seeds, T = 0.8 as the
    methods sample) for train-split questions the generator never trained on, and for
@@ -193,12 +198,12 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
     pad_id = model.config.pad_token_id
     built = [build_reward_input(tokenizer, s["question"], s["response"]) for s in train]
     targets = [s["step_labels"] if kind == "prm" else [s["correct"]] for s in train]
-    for (ids, pos), y in zip(built, targets):  # PRM: a response with no step text gets one (False) label
+    for (ids, pos, _), y in zip(built, targets):  # PRM: a response with no step text gets one (False) label
         if kind == "prm" and len(y) != len(pos):
             y[:] = (y + [False] * len(pos))[: len(pos)]
     digits = None
     if args.digit_loss_weight > 0:
-        digits = [digit_targets(tokenizer, s["question"], s["response"], ids) for s, (ids, _) in zip(train, built)]
+        digits = [digit_targets(tokenizer, s["question"], s["response"], ids) for s, (ids, _, _) in zip(train, built)]
 
     def pretrained(name: str) -> bool:  # the generator's embeddings and layers, not the new layers or head
         return name.startswith("model.") and not (
@@ -219,8 +224,8 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
         rng.shuffle(order)
         for i in range(0, len(order), args.batch_size):
             idx = order[i:i + args.batch_size]
-            logits = token_logits(model, pad_id, [built[j][0] for j in idx])
-            label_pos = [built[j][1] if kind == "prm" else [len(built[j][0]) - 1] for j in idx]
+            logits = token_logits(model, pad_id, [built[j].ids for j in idx])
+            label_pos = [built[j].positions if kind == "prm" else [len(built[j].ids) - 1] for j in idx]
             x = torch.cat([logits[r, pos] for r, pos in enumerate(label_pos)])
             y = torch.tensor([float(v) for j in idx for v in targets[j]])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(x, y)
@@ -240,7 +245,7 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
         if args.monitor:
             model.eval()
             with torch.no_grad():
-                res = [score_logits(model, kind, pad_id, [ids], [pos])[0] for ids, pos in
+                res = [score_logits(model, kind, pad_id, [ids], [pos])[0] for ids, pos, _ in
                        (build_reward_input(tokenizer, d["question"], d["response"]) for d in dev)]
             final = [float(r.min()) if kind == "prm" else float(r[0]) for r in res]
             print(f"[{time.time() - t0:.0f}s] {kind} after epoch {epoch}: dev within-question win rate "
@@ -330,7 +335,8 @@ def best_of_k(engines: dict, test_samples_path: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator", default="models/generator")
-    ap.add_argument("--prm-out", default="models/prm")
+    ap.add_argument("--prm-out", default="runs/prm_classifier",
+                    help="the classifier PRM (not shipped; the ORM starts from it)")
     ap.add_argument("--orm-out", default="models/orm")
     ap.add_argument("--train-offset", type=int, default=150_000,
                     help="skip the first N train-split questions (the generator's own training questions)")

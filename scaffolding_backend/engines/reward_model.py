@@ -1,13 +1,19 @@
-"""CPU reward engine behind Triton's ``reward`` model: a process (PRM) or outcome (ORM) reward model.
+"""CPU reward engine behind Triton's ``reward`` models: a process (PRM) or outcome (ORM) reward model.
 
 The model directory decides the kind from its saved config:
 
-* ``LlamaForTokenClassification`` -> PRM: one logit per token; the probability that a
-  step is correct is read at the step separator that closes the step.
+* ``LlamaForCausalLM`` -> likelihood PRM (a generative verifier): a language model
+  trained on correct solutions reads the response, and a step's score is the
+  probability it gave the least likely token written so far, from the first step up
+  to this one. One mis-written digit is a token a calculator-like model finds very
+  unlikely; the running minimum makes every step after it doubtful too, as process
+  labels do (wrong from the first bad step on). Separator tokens are not scored.
+* ``LlamaForTokenClassification`` -> classifier PRM: one logit per token; the
+  probability that a step is correct is read at the step separator that closes it.
 * ``LlamaForSequenceClassification`` -> ORM: one logit for the whole response, read at
   its last token.
 
-Both see exactly the input built by :func:`build_reward_input` (the one the
+All see exactly the input built by :func:`build_reward_input` (the one the
 training script ``tools/train_reward.py`` uses): the generator's prompt template,
 then every step followed by the step separator ``"\\n\\n"``, each piece tokenized on
 its own so that step boundaries are exact token positions.
@@ -16,9 +22,11 @@ its own so that step boundaries are exact token positions.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -34,27 +42,39 @@ class RewardResult:
     score: float
 
 
-def build_reward_input(tokenizer, query: str, response: str, max_length: int | None = None) -> tuple[list[int], list[int]]:
-    """Token ids of (prompt + response) and the position of each step's closing separator.
+class RewardInput(NamedTuple):
+    ids: list[int]
+    positions: list[int]  # the closing separator's last token, per step
+    spans: list[tuple[int, int]]  # [start, end) of each step's own tokens (separator excluded)
 
-    A response with no step text still gets one position (the end of the prompt), so
-    every input yields at least one score. With ``max_length`` the prompt is cut from
-    the left when needed (steps are kept).
+
+def build_reward_input(tokenizer, query: str, response: str, max_length: int | None = None) -> RewardInput:
+    """Token ids of (prompt + response), each step's closing-separator position and token span.
+
+    A response with no step text still gets one position (the end of the prompt) and an
+    empty span, so every input yields at least one score. With ``max_length`` the prompt
+    is cut from the left when needed (steps are kept).
     """
     enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     ids = enc(PROMPT_FORMAT.prompt(query))
     sep = enc(PROMPT_FORMAT.step_delimiter)
     positions: list[int] = []
+    spans: list[tuple[int, int]] = []
     for step in PROMPT_FORMAT.split_steps(response):
-        ids = ids + enc(step) + sep
+        start = len(ids)
+        ids = ids + enc(step)
+        spans.append((start, len(ids)))
+        ids = ids + sep
         positions.append(len(ids) - 1)
     if not positions:
         positions.append(len(ids) - 1)
+        spans.append((len(ids), len(ids)))
     if max_length is not None and len(ids) > max_length:
         cut = len(ids) - max_length
         ids = ids[cut:]
         positions = [max(0, p - cut) for p in positions]
-    return ids, positions
+        spans = [(max(0, a - cut), max(0, b - cut)) for a, b in spans]
+    return RewardInput(ids, positions, spans)
 
 
 def pad_right(batch_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,6 +101,25 @@ def score_logits(model, kind: str, pad_id: int, batch_ids: list[list[int]], batc
     return [logits[r, :1] for r in range(len(batch_ids))]
 
 
+def likelihood_step_scores(model, pad_id: int, batch: list[RewardInput]) -> list[list[float]]:
+    """Per row, per step: the probability of the least likely token from the first step
+    through this one (see the module docstring). A step with no tokens scores 0."""
+    ids, mask = pad_right([b.ids for b in batch], pad_id)
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+    # written[r, t] = log p(ids[r, t] | ids[r, :t]); a row's first token has no prediction
+    written = torch.full(ids.shape, float("nan"))
+    written[:, 1:] = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    rows = []
+    for r, b in enumerate(batch):
+        running, scores = 0.0, []
+        for start, end in b.spans:
+            start = max(start, 1)
+            running = min(running, written[r, start:end].min().item()) if end > start else float("-inf")
+            scores.append(math.exp(running))
+        rows.append(scores)
+    return rows
+
+
 class RewardEngine:
     """``score([(query, response), ...])`` -> one :class:`RewardResult` per pair, in order."""
 
@@ -92,16 +131,21 @@ class RewardEngine:
         self.model_dir = str(model_dir)
         config = AutoConfig.from_pretrained(model_dir)
         archs = " ".join(config.architectures or [])
-        if "TokenClassification" in archs:
+        if "CausalLM" in archs:
+            from transformers import AutoModelForCausalLM as Auto
+
+            self.kind, self.scorer = "prm", "likelihood"
+        elif "TokenClassification" in archs:
             from transformers import AutoModelForTokenClassification as Auto
 
-            self.kind = "prm"
+            self.kind, self.scorer = "prm", "classifier"
         elif "SequenceClassification" in archs:
             from transformers import AutoModelForSequenceClassification as Auto
 
-            self.kind = "orm"
+            self.kind, self.scorer = "orm", "classifier"
         else:
-            raise ValueError(f"{model_dir}: architectures {config.architectures} are neither a PRM nor an ORM")
+            raise ValueError(f"{model_dir}: architectures {config.architectures} are neither a PRM nor an ORM "
+                             "(expected *ForCausalLM, *ForTokenClassification or *ForSequenceClassification)")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = Auto.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.pad_id = self.model.config.pad_token_id
@@ -125,9 +169,9 @@ class RewardEngine:
 
     def _score_batch(self, items: list[tuple[str, str]]) -> list[RewardResult]:
         built = [build_reward_input(self.tokenizer, q, r, self.max_length) for q, r in items]
-        logits = score_logits(self.model, self.kind, self.pad_id, [b[0] for b in built], [b[1] for b in built])
-        results = []
-        for row in logits:
-            probs = torch.sigmoid(row).tolist()
-            results.append(RewardResult(step_scores=probs, score=probs[-1]))
-        return results
+        if self.scorer == "likelihood":
+            rows = likelihood_step_scores(self.model, self.pad_id, built)
+        else:
+            logits = score_logits(self.model, self.kind, self.pad_id, [b.ids for b in built], [b.positions for b in built])
+            rows = [torch.sigmoid(row).tolist() for row in logits]
+        return [RewardResult(step_scores=probs, score=probs[-1]) for probs in rows]

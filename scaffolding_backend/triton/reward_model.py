@@ -30,7 +30,7 @@ class RewardModel:
         self.engine = RewardEngine(model_dir, num_threads=threads or None)
         self.max_rows = int(parameters.get("max_rows_per_request", 256))
         self.name = args["model_name"]
-        pb_utils.Logger.log_info(f"{args['model_name']}: serving {self.engine.kind.upper()} {model_dir}")
+        pb_utils.Logger.log_info(f"{args['model_name']}: serving {self.engine.kind.upper()} ({self.engine.scorer}) {model_dir}")
 
     def _parse(self, request) -> tuple[list[tuple[str, str]], None]:
         queries = inputs.strings(request, "query")
