@@ -19,8 +19,8 @@ SHIPPED_EXAMPLE = ShippedExample(
     answer=24,
     correct="Mia has 33 - 19 = 14 eggs.\n\nMia has 14 + 29 = 43 eggs.\n\nMia has 43 - 19 = 24 eggs. The answer is \\boxed{24}.",
     # the second result's tens digit slipped (43 -> 53), the rest carried on consistently. The
-    # shipped reward models catch this slip but often miss one in a last digit (43 -> 45) or
-    # in the boxed copy: models/prm/README.md lists their scores for each.
+    # shipped PRM also catches a last-digit (43 -> 45) or boxed-copy slip (test_reward_engine.py);
+    # the ORM, a classifier, misses those two, so the ranking tests both models share use this one.
     corrupted="Mia has 33 - 19 = 14 eggs.\n\nMia has 14 + 29 = 53 eggs.\n\nMia has 53 - 19 = 34 eggs. The answer is \\boxed{34}.",
 )
 

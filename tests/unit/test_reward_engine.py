@@ -29,8 +29,8 @@ def orm():
 
 
 def test_kinds_are_detected(prm, orm):
-    assert prm.kind == "prm"
-    assert orm.kind == "orm"
+    assert (prm.kind, prm.scorer) == ("prm", "likelihood")
+    assert (orm.kind, orm.scorer) == ("orm", "classifier")
 
 
 def test_prm_scores_every_step_and_ranks_correct_first(prm, example):
@@ -51,6 +51,53 @@ def test_prm_partial_solution_and_batching_are_consistent(prm, example):
     assert alone.step_scores[0] == pytest.approx(full.step_scores[0], abs=1e-5)
 
 
+# each variant of the example's correct solution slips one written digit
+SLIPS = {
+    "tens digit of a result": ("= 43", "= 53"),
+    "last digit of a result": ("= 43", "= 45"),
+    "boxed copy of the answer": ("\\boxed{24}", "\\boxed{26}"),
+}
+
+
+@pytest.mark.parametrize("slip", SLIPS)
+def test_likelihood_prm_doubts_every_step_from_a_slip_on(prm, example, slip):
+    old, new = SLIPS[slip]
+    slipped = example.correct.replace(old, new, 1)
+    assert slipped != example.correct
+    good, bad = prm.score([(example.question, example.correct), (example.question, slipped)])
+    first_bad = next(i for i, step in enumerate(slipped.split("\n\n")) if new in step)
+    assert bad.step_scores[:first_bad] == pytest.approx(good.step_scores[:first_bad], abs=1e-5)
+    # a step's score is the least likely token so far: it never rises, and the slip sinks it
+    assert all(a >= b for a, b in zip(bad.step_scores, bad.step_scores[1:]))
+    assert max(bad.step_scores[first_bad:]) < 0.1 * min(good.step_scores)
+
+
+def test_likelihood_prm_gives_an_empty_response_zero(prm, example):
+    (result,) = prm.score([(example.question, "  ")])
+    assert result.step_scores == [0.0] and result.score == 0.0
+
+
+def test_classifier_prm_reads_each_step_separator(tmp_path, example):
+    from transformers import AutoConfig, LlamaForTokenClassification
+
+    from tools.make_tiny_model import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "lm")
+    config = AutoConfig.from_pretrained(tiny)
+    config.num_labels = 1
+    config.architectures = None
+    torch.manual_seed(0)
+    LlamaForTokenClassification(config).save_pretrained(tmp_path / "prm")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "prm" / name).write_bytes((tiny / name).read_bytes())
+    engine = RewardEngine(str(tmp_path / "prm"), num_threads=1)
+    assert (engine.kind, engine.scorer) == ("prm", "classifier")
+    full, partial = engine.score([(example.question, example.correct),
+                                  (example.question, example.correct.split("\n\n")[0])])
+    assert len(full.step_scores) == 3 and all(0.0 < s < 1.0 for s in full.step_scores)
+    assert partial.step_scores[0] == pytest.approx(full.step_scores[0], abs=1e-5)
+
+
 def test_orm_ranks_correct_first(orm, example):
     good, bad = orm.score([(example.question, example.correct), (example.question, example.corrupted)])
     assert len(good.step_scores) == 1 and good.score == good.step_scores[0]
@@ -58,11 +105,12 @@ def test_orm_ranks_correct_first(orm, example):
 
 
 def test_input_marks_the_end_of_each_step(prm, example):
-    ids, positions = build_reward_input(prm.tokenizer, example.question, example.correct)
-    assert len(positions) == 3 and positions[-1] == len(ids) - 1
+    ids, positions, spans = build_reward_input(prm.tokenizer, example.question, example.correct)
+    assert len(positions) == len(spans) == 3 and positions[-1] == len(ids) - 1
     sep = prm.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
-    for p in positions:
-        assert ids[p - len(sep) + 1: p + 1] == sep
+    for p, (start, end), step in zip(positions, spans, example.correct.split("\n\n")):
+        assert ids[p - len(sep) + 1: p + 1] == sep and end == p - len(sep) + 1
+        assert prm.tokenizer.decode(ids[start:end]) == step
 
 
 def test_generator_greedy_answers_fixed_question(example):
