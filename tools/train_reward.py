@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaffolding_backend.datasets.arithmetic import (  # noqa: E402
     PROMPT_TEMPLATE,
-    STEP_SEPARATOR,
     check_steps,
     is_correct,
     last_boxed_int,
@@ -53,10 +52,11 @@ from scaffolding_backend.datasets.arithmetic import (  # noqa: E402
     read_jsonl,
     result_digit_labels,
     slip_result,
-    split_steps,
 )
 from scaffolding_backend.engines.reward_model import (  # noqa: E402
+    PROMPT_FORMAT,
     RewardEngine,
+    RewardInput,
     build_reward_input,
     pad_right,
     score_logits,
@@ -164,23 +164,20 @@ def build_model(generator_dir: str, kind: str, layers: int, extra_layers: int, s
     return model
 
 
-def digit_targets(tokenizer, query: str, response: str, ids: list[int]) -> tuple[list[int], list[bool]]:
-    """Token positions (in ``build_reward_input``'s ids) of every written result digit, and
-    whether the result is right up to that digit: dense supervision at the place where a
-    slip happens, so the PRM learns to compare what is written with what it would compute."""
-    enc = lambda s: tokenizer(s, add_special_tokens=False, return_offsets_mapping=True)  # noqa: E731
-    prefix = enc(PROMPT_TEMPLATE.format(question=query))["input_ids"]
-    sep = enc(STEP_SEPARATOR)["input_ids"]
-    offset, positions, labels = len(prefix), [], []
-    for step in split_steps(response):
-        e = enc(step)
+def digit_targets(tokenizer, response: str, built: RewardInput) -> tuple[list[int], list[bool]]:
+    """Token positions (in ``built.ids``) of every written result digit, and whether the
+    result is right up to that digit: dense supervision at the place where a slip happens,
+    so the PRM learns to compare what is written with what it would compute. Each step is
+    tokenized again, with character offsets, to place it inside the span it was given."""
+    positions, labels = [], []
+    for step, (start, end) in zip(PROMPT_FORMAT.split_steps(response), built.spans):
+        encoded = tokenizer(step, add_special_tokens=False, return_offsets_mapping=True)
+        assert len(encoded["input_ids"]) == end - start, "digit positions out of step with build_reward_input"
         by_char = result_digit_labels(step)
-        for t, (a, b) in enumerate(e["offset_mapping"]):
+        for t, (a, b) in enumerate(encoded["offset_mapping"]):
             if b - a == 1 and a in by_char:
-                positions.append(offset + t)
+                positions.append(start + t)
                 labels.append(by_char[a])
-        offset += len(e["input_ids"]) + len(sep)
-    assert offset == len(ids), "digit positions out of step with build_reward_input"
     return positions, labels
 
 
@@ -203,7 +200,7 @@ def train_one(kind, model, tokenizer, train, dev, args, t0):
             y[:] = (y + [False] * len(pos))[: len(pos)]
     digits = None
     if args.digit_loss_weight > 0:
-        digits = [digit_targets(tokenizer, s["question"], s["response"], ids) for s, (ids, _, _) in zip(train, built)]
+        digits = [digit_targets(tokenizer, s["response"], b) for s, b in zip(train, built)]
 
     def pretrained(name: str) -> bool:  # the generator's embeddings and layers, not the new layers or head
         return name.startswith("model.") and not (
