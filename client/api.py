@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +32,19 @@ class Result:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _inputs(module, question: str, method: str, params: dict, seed: int, deadline_s: float | None, stream: bool | None):
+def _inputs(
+    module,
+    question: str,
+    method: str,
+    params: dict,
+    seed: int,
+    deadline_s: float | None,
+    stream: bool | None,
+):
     tensors = [
         ("text_input", np.array([question], dtype=np.object_), "BYTES"),
         ("method", np.array([method], dtype=np.object_), "BYTES"),
-        ("parameters", np.array([json.dumps(params)], dtype=np.object_), "BYTES"),
+        ("method_parameters", np.array([json.dumps(params)], dtype=np.object_), "BYTES"),
         ("seed", np.array([seed], dtype=np.uint64), "UINT64"),
     ]
     if deadline_s is not None:
@@ -56,11 +65,23 @@ def _result(response, events: list[dict]) -> Result:
         return value.reshape(-1)[0].decode("utf-8") if value is not None else ""
 
     answer = text("answer")
-    return Result(text=text("text_output"), answer=answer or None, account=json.loads(text("account") or "{}"), events=events)
+    return Result(
+        text=text("text_output"),
+        answer=answer or None,
+        account=json.loads(text("account") or "{}"),
+        events=events,
+    )
 
 
 class ScaffoldingClient:
-    def __init__(self, url: str | None = None, protocol: str = "grpc", *, streaming_model: str = STREAMING_MODEL, unary_model: str = UNARY_MODEL):
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: str = "grpc",
+        *,
+        streaming_model: str = STREAMING_MODEL,
+        unary_model: str = UNARY_MODEL,
+    ):
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
         self.protocol = protocol
@@ -77,7 +98,7 @@ class ScaffoldingClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "ScaffoldingClient":
+    def __enter__(self) -> ScaffoldingClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -94,28 +115,38 @@ class ScaffoldingClient:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         timeout_s: float = 3600.0,
     ) -> Result:
-        """Run ``method`` on ``question``. Over gRPC, ``on_event`` sees each progress event as it happens."""
+        """Run ``method`` on ``question``. Over gRPC, ``on_event`` sees each progress event
+        as it happens."""
         params = params or {}
         from tritonclient.utils import InferenceServerException
 
         try:
             if self.protocol == "http":
                 response = self._client.infer(
-                    self.unary_model, _inputs(self._module, question, method, params, seed, deadline_s, None), timeout=int(timeout_s)
+                    self.unary_model,
+                    _inputs(self._module, question, method, params, seed, deadline_s, None),
+                    timeout=int(timeout_s),
                 )
                 return _result(response, [])
-            return self._ask_streaming(question, method, params, seed, deadline_s, on_event, timeout_s)
+            return self._ask_streaming(
+                question, method, params, seed, deadline_s, on_event, timeout_s
+            )
         except InferenceServerException as error:
             raise ScaffoldingError(error.message() or str(error)) from None
 
-    def _ask_streaming(self, question, method, params, seed, deadline_s, on_event, timeout_s) -> Result:
+    def _ask_streaming(
+        self, question, method, params, seed, deadline_s, on_event, timeout_s
+    ) -> Result:
         replies: queue.Queue = queue.Queue()
         self._client.start_stream(callback=lambda result, error: replies.put((result, error)))
         events: list[dict] = []
         finished = False
         try:
             self._client.async_stream_infer(
-                self.streaming_model, _inputs(self._module, question, method, params, seed, deadline_s, on_event is not None)
+                self.streaming_model,
+                _inputs(
+                    self._module, question, method, params, seed, deadline_s, on_event is not None
+                ),
             )
             while True:
                 try:
@@ -124,7 +155,9 @@ class ScaffoldingClient:
                     raise ScaffoldingError(f"no response within {timeout_s} s") from None
                 if error is not None:
                     finished = True
-                    raise ScaffoldingError(error.message() if hasattr(error, "message") else str(error))
+                    raise ScaffoldingError(
+                        error.message() if hasattr(error, "message") else str(error)
+                    )
                 event = result.as_numpy("event")
                 if result.as_numpy("account") is None and event is not None:
                     payload = json.loads(event.reshape(-1)[0].decode("utf-8"))
@@ -135,5 +168,6 @@ class ScaffoldingClient:
                 finished = True
                 return _result(result, events)
         finally:
-            # leaving early (Ctrl-C, timeout): cancel the request so the server stops its sub-requests
+            # leaving early (Ctrl-C, timeout): cancel the request, so the server stops
+            # its sub-requests
             self._client.stop_stream(cancel_requests=not finished)

@@ -24,15 +24,18 @@ import tritonclient.grpc as grpc
 from rich.console import Console
 from rich.table import Table
 
-from scaffolding_backend.core.answers import extract_answer
-from scaffolding_backend.core.controller import Candidate
-from scaffolding_backend.core.prompts import PromptFormat
-from scaffolding_backend.core.runtime import derive_seed
-from scaffolding_backend.core.voting import tally
+from scaffolding_backend.kernel.controller import Candidate
+from scaffolding_backend.kernel.prompts import PromptFormat
+from scaffolding_backend.kernel.runtime import derive_seed
+from scaffolding_backend.reasoning.answers import extract_answer
+from scaffolding_backend.reasoning.voting import tally
 
 from .api import ScaffoldingClient
 
-QUESTION = "Tom has 23 apples and buys 48 more. Then he gives away 17 apples. How many apples does Tom have now?"
+QUESTION = (
+    "Tom has 23 apples and buys 48 more. Then he gives away 17 apples. "
+    "How many apples does Tom have now?"
+)
 
 
 def _tensor(name, value, dtype):
@@ -52,19 +55,26 @@ class DirectGenerator:
     def generate(self, prompt: str, max_tokens: int, temperature: float, seed: int) -> str:
         client = grpc.InferenceServerClient(self.url)
         try:
-            reply = client.infer(self.model, [
-                _tensor("text_input", np.array([[prompt]], dtype=np.object_), "BYTES"),
-                _tensor("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
-                _tensor("temperature", np.array([[temperature]], dtype=np.float32), "FP32"),
-                _tensor("seed", np.array([[seed]], dtype=np.uint64), "UINT64"),
-                _tensor("exclude_input_in_output", np.array([[True]]), "BOOL"),
-            ])
+            reply = client.infer(
+                self.model,
+                [
+                    _tensor("text_input", np.array([[prompt]], dtype=np.object_), "BYTES"),
+                    _tensor("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
+                    _tensor("temperature", np.array([[temperature]], dtype=np.float32), "FP32"),
+                    _tensor("seed", np.array([[seed]], dtype=np.uint64), "UINT64"),
+                    _tensor("exclude_input_in_output", np.array([[True]]), "BOOL"),
+                ],
+            )
             return reply.as_numpy("text_output").reshape(-1)[0].decode()
         finally:
             client.close()
 
-    def concurrent(self, prompt: str, max_tokens: int, temperature: float, seeds: list[int]) -> list[str]:
-        return list(self.pool.map(lambda s: self.generate(prompt, max_tokens, temperature, s), seeds))
+    def concurrent(
+        self, prompt: str, max_tokens: int, temperature: float, seeds: list[int]
+    ) -> list[str]:
+        return list(
+            self.pool.map(lambda s: self.generate(prompt, max_tokens, temperature, s), seeds)
+        )
 
 
 def timed(fn) -> float:
@@ -73,12 +83,16 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def measure(grpc_url: str, *, repeats: int, max_tokens: int, temperature: float, question: str) -> dict:
+def measure(
+    grpc_url: str, *, repeats: int, max_tokens: int, temperature: float, question: str
+) -> dict:
     prompt = PromptFormat().prompt(question)
     direct = DirectGenerator(grpc_url)
     scaffolding = ScaffoldingClient(grpc_url, "grpc")
-    params = lambda n: {"samples": n, "max_tokens": max_tokens, "temperature": temperature}  # noqa: E731
-    samples: dict[str, list[float]] = {k: [] for k in ("single", "mv16", "mv8", "client8", "batch8", "seq8")}
+    params = lambda n: {"samples": n, "max_tokens": max_tokens, "temperature": temperature}
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("single", "mv16", "mv8", "client8", "batch8", "seq8")
+    }
     agreement = 0
 
     def client_side_vote(seed: int) -> str | None:
@@ -93,15 +107,31 @@ def measure(grpc_url: str, *, repeats: int, max_tokens: int, temperature: float,
     for repeat in range(repeats):
         seed = 1 + repeat
         seeds = [derive_seed(seed, (), i) for i in range(8)]
-        samples["single"].append(timed(lambda: direct.generate(prompt, max_tokens, temperature, seeds[0])))
-        samples["mv16"].append(timed(lambda: scaffolding.ask(question, "majority_vote", params(16), seed=seed)))
+        samples["single"].append(
+            timed(lambda: direct.generate(prompt, max_tokens, temperature, seeds[0]))
+        )
+        samples["mv16"].append(
+            timed(lambda: scaffolding.ask(question, "majority_vote", params(16), seed=seed))
+        )
         server_answer = {}
-        samples["mv8"].append(timed(lambda: server_answer.setdefault("a", scaffolding.ask(question, "majority_vote", params(8), seed=seed).answer)))
+        samples["mv8"].append(
+            timed(
+                lambda: server_answer.setdefault(
+                    "a", scaffolding.ask(question, "majority_vote", params(8), seed=seed).answer
+                )
+            )
+        )
         client_answer = {}
-        samples["client8"].append(timed(lambda: client_answer.setdefault("a", client_side_vote(seed))))
+        samples["client8"].append(
+            timed(lambda: client_answer.setdefault("a", client_side_vote(seed)))
+        )
         agreement += server_answer["a"] == client_answer["a"]
-        samples["batch8"].append(timed(lambda: direct.concurrent(prompt, max_tokens, temperature, seeds)))
-        samples["seq8"].append(timed(lambda: [direct.generate(prompt, max_tokens, temperature, s) for s in seeds]))
+        samples["batch8"].append(
+            timed(lambda: direct.concurrent(prompt, max_tokens, temperature, seeds))
+        )
+        samples["seq8"].append(
+            timed(lambda: [direct.generate(prompt, max_tokens, temperature, s) for s in seeds])
+        )
         print(f"  repeat {repeat + 1}/{repeats} done", file=sys.stderr, flush=True)
     scaffolding.close()
     medians = {k: statistics.median(v) for k, v in samples.items()}
@@ -112,7 +142,9 @@ def measure(grpc_url: str, *, repeats: int, max_tokens: int, temperature: float,
         "median_seconds": {k: round(v, 4) for k, v in medians.items()},
         "fan_out_ratio_mv16_over_single": round(medians["mv16"] / medians["single"], 3),
         "overhead_ratio_mv8_over_client8": round(medians["mv8"] / medians["client8"], 3),
-        "batching_ratio_concurrent8_over_sequential8": round(medians["batch8"] / medians["seq8"], 3),
+        "batching_ratio_concurrent8_over_sequential8": round(
+            medians["batch8"] / medians["seq8"], 3
+        ),
         "server_and_client_votes_agree": f"{agreement}/{repeats}",
     }
 
@@ -124,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--question", default=QUESTION)
-    parser.add_argument("--model-repository", help="when starting a server: serve this model repository")
-    parser.add_argument("--generator-dir", help="when starting a server: serve this generator directory")
+    parser.add_argument(
+        "--model-repository", help="when starting a server: serve this model repository"
+    )
+    parser.add_argument(
+        "--generator-dir", help="when starting a server: serve this generator directory"
+    )
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
     server = None
@@ -134,19 +170,34 @@ def main(argv: list[str] | None = None) -> int:
 
         print("starting a tritonserver for the benchmark ...", file=sys.stderr, flush=True)
         TritonServer.exit_on_sigterm()
-        server = TritonServer(args.model_repository or DEFAULT_MODEL_REPOSITORY, generator_dir=args.generator_dir).start()
+        server = TritonServer(
+            args.model_repository or DEFAULT_MODEL_REPOSITORY, generator_dir=args.generator_dir
+        ).start()
         args.grpc_url = server.grpc_url
     try:
-        result = measure(args.grpc_url, repeats=args.repeats, max_tokens=args.max_tokens, temperature=args.temperature, question=args.question)
+        result = measure(
+            args.grpc_url,
+            repeats=args.repeats,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            question=args.question,
+        )
     finally:
         if server is not None:
             server.stop()
-    table = Table(title=f"scaffolding-bench (median of {args.repeats}, max_tokens={args.max_tokens})")
+    table = Table(
+        title=f"scaffolding-bench (median of {args.repeats}, max_tokens={args.max_tokens})"
+    )
     table.add_column("measurement")
     table.add_column("value", justify="right")
     for key, value in result["median_seconds"].items():
         table.add_row(f"median {key} (s)", f"{value:.3f}")
-    for key in ("fan_out_ratio_mv16_over_single", "overhead_ratio_mv8_over_client8", "batching_ratio_concurrent8_over_sequential8", "server_and_client_votes_agree"):
+    for key in (
+        "fan_out_ratio_mv16_over_single",
+        "overhead_ratio_mv8_over_client8",
+        "batching_ratio_concurrent8_over_sequential8",
+        "server_and_client_votes_agree",
+    ):
         table.add_row(key, str(result[key]))
     Console().print(table)
     if args.json:

@@ -19,17 +19,18 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from scaffolding_backend.core.answers import answers_equal, parse_reference
+from scaffolding_backend.reasoning.answers import answers_equal, parse_reference
 
 from .api import ScaffoldingClient, ScaffoldingError
 
@@ -48,7 +49,15 @@ BUDGETS: dict[str, Callable[[int], dict[str, Any]]] = {
     "tree_of_thoughts": lambda n: {"beam_width": max(1, n // 4), "children_per_node": min(n, 4)},
     "mcts": lambda n: {"iterations": 2 * n, "children_per_node": 2},
 }
-ALL_METHODS = ("majority_vote", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "mcts", "tree_of_thoughts")
+ALL_METHODS = (
+    "majority_vote",
+    "best_of_n",
+    "weighted_best_of_n",
+    "beam_search",
+    "dvts",
+    "mcts",
+    "tree_of_thoughts",
+)
 
 # The shipped models' card: one configuration each, no budget sweep.
 MODEL_CARD = (
@@ -124,7 +133,9 @@ def plan_runs(specs: list[str], budgets: list[int]) -> list[Run]:
     for spec in specs:
         label, method, params = parse_method_spec(spec)
         if method in BUDGETS:
-            runs += [Run(f"{label}@{n}", method, {**BUDGETS[method](n), **params}, n) for n in budgets]
+            runs += [
+                Run(f"{label}@{n}", method, {**BUDGETS[method](n), **params}, n) for n in budgets
+            ]
         else:
             runs.append(Run(label, method, params))
     return runs
@@ -142,7 +153,9 @@ def load_dataset(path: Path, limit: int | None) -> list[dict[str, str]]:
     return rows[:limit] if limit else rows
 
 
-def ask_one(url: str, protocol: str, run: Run, index: int, row: dict, seed: int, max_tokens: int | None) -> Record:
+def ask_one(
+    url: str, protocol: str, run: Run, index: int, row: dict, seed: int, max_tokens: int | None
+) -> Record:
     params = dict(run.params)
     if max_tokens is not None:
         params.setdefault("max_tokens", max_tokens)
@@ -167,18 +180,38 @@ def summarize(run: Run, records: list[Record]) -> Summary:
     latencies = [r.latency_s for r in records]
     errors = [r.error for r in records if r.error]
     return Summary(
-        label=run.label, method=run.method, budget=run.budget, params=run.params, questions=len(records),
-        accuracy=correct / len(records), ci95=wilson_interval(correct, len(records)),
+        label=run.label,
+        method=run.method,
+        budget=run.budget,
+        params=run.params,
+        questions=len(records),
+        accuracy=correct / len(records),
+        ci95=wilson_interval(correct, len(records)),
         mean_output_tokens=float(np.mean([r.output_tokens for r in records])),
         mean_sub_requests=float(np.mean([r.sub_requests for r in records])),
-        p50_latency_s=float(np.percentile(latencies, 50)), p95_latency_s=float(np.percentile(latencies, 95)),
-        errors=len(errors), first_error=errors[0] if errors else None, correct=[r.correct for r in records],
+        p50_latency_s=float(np.percentile(latencies, 50)),
+        p95_latency_s=float(np.percentile(latencies, 95)),
+        errors=len(errors),
+        first_error=errors[0] if errors else None,
+        correct=[r.correct for r in records],
     )
 
 
-def evaluate(url: str, protocol: str, runs: list[Run], rows: list[dict], *, concurrency: int, seed: int, max_tokens: int | None) -> list[Summary]:
+def evaluate(
+    url: str,
+    protocol: str,
+    runs: list[Run],
+    rows: list[dict],
+    *,
+    concurrency: int,
+    seed: int,
+    max_tokens: int | None,
+) -> list[Summary]:
     records: dict[int, list[Record | None]] = {i: [None] * len(rows) for i in range(len(runs))}
-    with ThreadPoolExecutor(concurrency) as pool, tqdm(total=len(runs) * len(rows), desc="evaluating", unit="req", file=sys.stderr) as bar:
+    with (
+        ThreadPoolExecutor(concurrency) as pool,
+        tqdm(total=len(runs) * len(rows), desc="evaluating", unit="req", file=sys.stderr) as bar,
+    ):
         futures = {
             pool.submit(ask_one, url, protocol, run, index, row, seed, max_tokens): (r, index)
             for r, run in enumerate(runs)
@@ -193,17 +226,34 @@ def evaluate(url: str, protocol: str, runs: list[Run], rows: list[dict], *, conc
 
 def print_table(summaries: list[Summary], console: Console) -> None:
     table = Table(title=f"scaffolding-eval ({summaries[0].questions} questions)")
-    for column, justify in [("method", "left"), ("accuracy", "right"), ("95% CI", "right"), ("gen. tokens", "right"),
-                            ("sub-requests", "right"), ("p50 s", "right"), ("p95 s", "right"), ("errors", "right")]:
+    for column, justify in [
+        ("method", "left"),
+        ("accuracy", "right"),
+        ("95% CI", "right"),
+        ("gen. tokens", "right"),
+        ("sub-requests", "right"),
+        ("p50 s", "right"),
+        ("p95 s", "right"),
+        ("errors", "right"),
+    ]:
         table.add_column(column, justify=justify)
     for s in summaries:
-        table.add_row(s.label, f"{100 * s.accuracy:.1f}%", f"{100 * s.ci95[0]:.1f}-{100 * s.ci95[1]:.1f}",
-                      f"{s.mean_output_tokens:.0f}", f"{s.mean_sub_requests:.1f}", f"{s.p50_latency_s:.2f}",
-                      f"{s.p95_latency_s:.2f}", str(s.errors))
+        table.add_row(
+            s.label,
+            f"{100 * s.accuracy:.1f}%",
+            f"{100 * s.ci95[0]:.1f}-{100 * s.ci95[1]:.1f}",
+            f"{s.mean_output_tokens:.0f}",
+            f"{s.mean_sub_requests:.1f}",
+            f"{s.p50_latency_s:.2f}",
+            f"{s.p95_latency_s:.2f}",
+            str(s.errors),
+        )
     console.print(table)
     for s in summaries:
         if s.first_error:
-            console.print(f"[yellow]{s.label}: {s.errors} failed requests, e.g.: {s.first_error}[/yellow]")
+            console.print(
+                f"[yellow]{s.label}: {s.errors} failed requests, e.g.: {s.first_error}[/yellow]"
+            )
 
 
 def plot(summaries: list[Summary], path: Path) -> None:
@@ -224,13 +274,17 @@ def plot(summaries: list[Summary], path: Path) -> None:
         if len(points) > 1:
             axes.plot(x, y, marker="o", label=label)
             for s, xi, yi in zip(points, x, y):
-                axes.annotate(str(s.budget), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
+                axes.annotate(
+                    str(s.budget), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7
+                )
         else:
             axes.scatter(x, y, marker="x", label=label)
     axes.set_xscale("log")
     axes.set_xlabel("mean generated tokens per question (log)")
     axes.set_ylabel("accuracy (%)")
-    axes.set_title(f"accuracy vs generated tokens ({summaries[0].questions} questions; labels: budget)")
+    axes.set_title(
+        f"accuracy vs generated tokens ({summaries[0].questions} questions; labels: budget)"
+    )
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -239,19 +293,41 @@ def plot(summaries: list[Summary], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scaffolding-eval", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="scaffolding-eval",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--limit", type=int, help="only the first N questions")
-    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), metavar="METHOD[:k=v,...]")
+    parser.add_argument(
+        "--methods", nargs="+", default=list(ALL_METHODS), metavar="METHOD[:k=v,...]"
+    )
     parser.add_argument("--budgets", nargs="+", type=int, default=list(DEFAULT_BUDGETS))
-    parser.add_argument("--preset", choices=["model-card"], help="a fixed list of configurations instead of --methods/--budgets")
+    parser.add_argument(
+        "--preset",
+        choices=["model-card"],
+        help="a fixed list of configurations instead of --methods/--budgets",
+    )
     parser.add_argument("--url", help="gRPC address of a running server (default: start one)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0, help="question i is asked with seed SEED + i")
-    parser.add_argument("--max-tokens", type=int, default=None, help="max_tokens for every generation (default: each method's)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "eval", help="directory for results.json and the plot")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="question i is asked with seed SEED + i"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="max_tokens for every generation (default: each method's)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "runs" / "eval",
+        help="directory for results.json and the plot",
+    )
     args = parser.parse_args(argv)
     rows = load_dataset(args.dataset, args.limit)
     if args.preset == "model-card":
@@ -269,7 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         args.url = server.grpc_url if args.protocol == "grpc" else server.http_url
     started = time.perf_counter()
     try:
-        summaries = evaluate(args.url, args.protocol, runs, rows, concurrency=args.concurrency, seed=args.seed, max_tokens=args.max_tokens)
+        summaries = evaluate(
+            args.url,
+            args.protocol,
+            runs,
+            rows,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+        )
     finally:
         if server is not None:
             server.stop()
@@ -277,11 +361,19 @@ def main(argv: list[str] | None = None) -> int:
     # a pipe or a log gets full rows rather than rich's 80-column default
     print_table(summaries, Console(width=shutil.get_terminal_size((160, 24)).columns))
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"dataset": str(args.dataset), "questions": len(rows), "seed": args.seed, "wall_seconds": round(elapsed, 1),
-              "runs": [asdict(s) for s in summaries]}
+    result = {
+        "dataset": str(args.dataset),
+        "questions": len(rows),
+        "seed": args.seed,
+        "wall_seconds": round(elapsed, 1),
+        "runs": [asdict(s) for s in summaries],
+    }
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
     plot(summaries, args.out / "accuracy_vs_tokens.png")
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'accuracy_vs_tokens.png'} ({elapsed:.0f} s)")
+    print(
+        f"wrote {args.out / 'results.json'} and {args.out / 'accuracy_vs_tokens.png'} "
+        f"({elapsed:.0f} s)"
+    )
     return 0
 
 

@@ -10,7 +10,9 @@ there) and libpython on the library path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -23,6 +25,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .service.config import GeneratorConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
@@ -50,12 +54,16 @@ def _wheel_install() -> TritonInstall:
     try:
         import pytriton
     except ImportError:
-        raise ServerError("no tritonserver on PATH and the nvidia-pytriton wheel is not installed") from None
+        raise ServerError(
+            "no tritonserver on PATH and the nvidia-pytriton wheel is not installed"
+        ) from None
     root = Path(pytriton.__file__).parent / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
-        raise ServerError(f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}")
+        raise ServerError(
+            f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}"
+        )
     # The wheel ships the backend without a stub; assemble a complete copy we own, one per
     # wheel location so that two checkouts (or a CI clone) never write into each other's.
     wheel_key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
@@ -71,7 +79,13 @@ def _wheel_install() -> TritonInstall:
     env = {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "LD_LIBRARY_PATH": os.pathsep.join(
-            str(p) for p in [sysconfig.get_config_var("LIBDIR"), bundled_libs, os.environ.get("LD_LIBRARY_PATH", "")] if p
+            str(p)
+            for p in [
+                sysconfig.get_config_var("LIBDIR"),
+                bundled_libs,
+                os.environ.get("LD_LIBRARY_PATH", ""),
+            ]
+            if p
         ),
     }
     return TritonInstall(binary=root / "bin" / "tritonserver", backend_dir=backend_dir, env=env)
@@ -80,7 +94,11 @@ def _wheel_install() -> TritonInstall:
 def _install_file(source: Path, target: Path) -> None:
     """Copy unless already identical, through a temporary file and a rename: a running
     server has the old file mapped, and writing into it in place would crash that server."""
-    if target.exists() and target.stat().st_size == source.stat().st_size and target.read_bytes() == source.read_bytes():
+    if (
+        target.exists()
+        and target.stat().st_size == source.stat().st_size
+        and target.read_bytes() == source.read_bytes()
+    ):
         return
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.copy2(source, temporary)
@@ -148,22 +166,33 @@ class TritonServer:
         """Make SIGTERM raise ``SystemExit`` in the main thread, as Ctrl-C raises
         ``KeyboardInterrupt``, so a caller's ``finally: server.stop()`` runs: the server
         lives in its own process group and would otherwise outlive a terminated client."""
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
             signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
-    def start(self, should_stop=lambda: False) -> "TritonServer":
+    def start(self, should_stop=lambda: False) -> TritonServer:
         """Start and wait until ready; ``should_stop()`` turning true (a signal) aborts the wait."""
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
         install = find_tritonserver()
         env = {**os.environ, **install.env}
         if self.generator_dir:
-            env["SCAFFOLDING_GENERATOR_DIR"] = str(Path(self.generator_dir).resolve())
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        # its own process group: stopping the group also stops every Python stub
-        self.process = subprocess.Popen(
-            self.command(install), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            overrides = json.loads(env.get(GeneratorConfig.overrides_env) or "{}")
+            overrides["model_dir"] = str(Path(self.generator_dir).resolve())
+            env[GeneratorConfig.overrides_env] = json.dumps(overrides)
+        log = contextlib.nullcontext(subprocess.DEVNULL)
+        # the child keeps its own copy of the descriptor
+        with open(self.log_file, "ab") if self.log_file else log as output:
+            # its own process group: stopping the group also stops every Python stub
+            self.process = subprocess.Popen(
+                self.command(install),
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             self._wait_ready(should_stop)
         except BaseException:
@@ -172,14 +201,22 @@ class TritonServer:
         return self
 
     def _wait_ready(self, should_stop) -> None:
+        process = self.process
+        assert process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if should_stop():
                 raise ServerError("stopped by a signal during start-up")
-            if self.process.poll() is not None:
-                hint = f"; see {self.log_file}" if self.log_file else "; run with --log-file to see why"
-                raise ServerError(f"tritonserver exited with code {self.process.returncode} during start-up{hint}")
+            if process.poll() is not None:
+                hint = (
+                    f"; see {self.log_file}"
+                    if self.log_file
+                    else "; run with --log-file to see why"
+                )
+                raise ServerError(
+                    f"tritonserver exited with code {process.returncode} during start-up{hint}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:
                     if reply.status == 200:
@@ -204,13 +241,11 @@ class TritonServer:
                 self.process.kill()
                 self.process.wait()
         if group is not None:
-            try:  # stubs that outlived their server
+            with contextlib.suppress(ProcessLookupError):  # stubs that outlived their server
                 os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process = None
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -218,13 +253,22 @@ class TritonServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scaffolding-server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="scaffolding-server", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY))
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--generator-dir", help="serve this Hugging Face model directory instead of the configured one")
-    parser.add_argument("--log-file", help="tritonserver's log (default: runs/tritonserver.log)", default=str(REPO_ROOT / "runs" / "tritonserver.log"))
+    parser.add_argument(
+        "--generator-dir",
+        help="serve this Hugging Face model directory instead of the configured one",
+    )
+    parser.add_argument(
+        "--log-file",
+        help="tritonserver's log (default: runs/tritonserver.log)",
+        default=str(REPO_ROOT / "runs" / "tritonserver.log"),
+    )
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("extra", nargs="*", help="further tritonserver options, after --")
     args = parser.parse_args(argv)
@@ -247,20 +291,32 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"starting tritonserver over {server.model_repository} (log: {args.log_file}) ...", flush=True)
+    print(
+        f"starting tritonserver over {server.model_repository} (log: {args.log_file}) ...",
+        flush=True,
+    )
     try:
         server.start(should_stop=lambda: stopping)
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"ready.\n  HTTP     http://{server.http_url}\n  gRPC     {server.grpc_url}\n  metrics  http://localhost:{server.metrics_port}/metrics", flush=True)
+    print(
+        f"ready.\n  HTTP     http://{server.http_url}\n  gRPC     {server.grpc_url}\n"
+        f"  metrics  http://localhost:{server.metrics_port}/metrics",
+        flush=True,
+    )
     print("Ctrl-C stops it.", flush=True)
+    process = server.process
+    assert process is not None  # started
     try:
-        while not stopping and server.process.poll() is None:
+        while not stopping and process.poll() is None:
             time.sleep(0.2)
-        code = 0 if stopping else (server.process.returncode or 1)
+        code = 0 if stopping else (process.returncode or 1)
         if not stopping:
-            print(f"tritonserver exited unexpectedly with code {server.process.returncode}", file=sys.stderr)
+            print(
+                f"tritonserver exited unexpectedly with code {process.returncode}",
+                file=sys.stderr,
+            )
     finally:
         print("stopping ...", flush=True)
         server.stop()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.controller import Controller
-from ..core.params import Caps, InvalidParameter, build_params
-from ..core.prompts import PromptFormat
+from ..kernel.controller import Controller
+from ..kernel.params import Caps, InvalidParameter, build_params
+from ..kernel.prompts import PromptFormat
 from .beam_search import BeamSearch
 from .best_of_n import BestOfN
 from .cot import ChainOfThought
@@ -18,12 +18,25 @@ from .weighted_best_of_n import WeightedBestOfN
 
 METHODS: dict[str, type[Controller]] = {
     controller.name: controller
-    for controller in (ChainOfThought, MajorityVote, BestOfN, WeightedBestOfN, BeamSearch, DVTS, MCTS, TreeOfThoughts)
+    for controller in (
+        ChainOfThought,
+        MajorityVote,
+        BestOfN,
+        WeightedBestOfN,
+        BeamSearch,
+        DVTS,
+        MCTS,
+        TreeOfThoughts,
+    )
 }
 
 
-def build_controller(method: str, params: dict[str, Any], prompt_format: PromptFormat, caps: Caps) -> Controller:
+def build_controller(
+    method: str, params: dict[str, Any], prompt_format: PromptFormat, caps: Caps
+) -> Controller:
     if method not in METHODS:
-        raise InvalidParameter("method", f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
+        raise InvalidParameter(
+            "method", f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}"
+        )
     controller_class = METHODS[method]
     return controller_class(build_params(controller_class.Params, params, caps), prompt_format)

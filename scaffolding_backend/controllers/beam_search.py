@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.controller import Process
-from ..core.params import InvalidParameter
-from ..core.scoring import RewardGuidedParams
-from ..core.stepwise import Path, StepwiseController
+from ..kernel.controller import Process
+from ..kernel.params import InvalidParameter
+from ..reasoning.scoring import RewardGuidedParams
+from ..reasoning.stepwise import Path, R, StepwiseController
 
 
 @dataclass
@@ -31,7 +31,9 @@ class BeamSearchParams(RewardGuidedParams):
     def check(self) -> None:
         super().check()
         if self.beam_width > self.samples:
-            raise InvalidParameter("beam_width", f"must not exceed samples ({self.samples}), got {self.beam_width}")
+            raise InvalidParameter(
+                "beam_width", f"must not exceed samples ({self.samples}), got {self.beam_width}"
+            )
 
 
 def spread(total: int, parents: int) -> list[int]:
@@ -40,14 +42,31 @@ def spread(total: int, parents: int) -> list[int]:
     return [total // parents + (1 if index < total % parents else 0) for index in range(parents)]
 
 
-class BeamSearch(StepwiseController):
-    name = "beam_search"
-    Params = BeamSearchParams
+class LevelSearch(StepwiseController[R]):
+    """A beam over reasoning steps; subclasses say how wide, how deep, and how many
+    continuations each live path gets per level."""
 
     def process(self, question: str) -> Process:
         search = self.start(question)
-        unfinished = yield from search.beam(self.params.beam_width, self.levels(), self.branching)
+        unfinished = yield from search.beam(self.width(), self.levels(), self.branching)
         return (yield from search.conclude(unfinished))
+
+    def width(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def levels(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def branching(self, beam: list[Path]) -> list[int]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class BeamSearch(LevelSearch[BeamSearchParams]):
+    name = "beam_search"
+    Params = BeamSearchParams
+
+    def width(self) -> int:
+        return self.params.beam_width
 
     def levels(self) -> int:
         return self.params.max_steps

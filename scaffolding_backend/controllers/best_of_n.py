@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.controller import Candidate, Controller, Outcome, Process, Progress
-from ..core.scoring import RewardGuidedParams, best_index, sample_and_score
+from ..kernel.controller import Candidate, Controller, EventKind, Outcome, Process, Progress
+from ..reasoning.scoring import RewardGuidedParams, best_index, sample_and_score
 
 
 @dataclass
@@ -19,17 +19,29 @@ class BestOfNParams(RewardGuidedParams):
     capped_by_samples = ("samples",)
 
 
-class BestOfN(Controller):
+class BestOfN(Controller[BestOfNParams]):
     name = "best_of_n"
     Params = BestOfNParams
 
     def process(self, question: str) -> Process:
-        candidates = yield from sample_and_score(question, self.params.samples, self.params, self.prompt_format)
+        candidates = yield from sample_and_score(
+            question, self.params.samples, self.params, self.prompt_format
+        )
         chosen, details = self.choose(candidates)
         answer = candidates[chosen].answer
-        yield Progress("best", {"answer": answer.text if answer else None, "score": candidates[chosen].score})
-        details = {"scores": [c.score for c in candidates], "aggregation": self.params.aggregation, "chosen": chosen, **details}
-        return Outcome(text=candidates[chosen].text, answer=answer, candidates=candidates, details=details)
+        yield Progress(
+            EventKind.BEST,
+            {"answer": answer.text if answer else None, "score": candidates[chosen].score},
+        )
+        details = {
+            "scores": [c.score for c in candidates],
+            "aggregation": self.params.aggregation,
+            "chosen": chosen,
+            **details,
+        }
+        return Outcome(
+            text=candidates[chosen].text, answer=answer, candidates=candidates, details=details
+        )
 
     def choose(self, candidates: list[Candidate]) -> tuple[int, dict[str, Any]]:
         """The chosen candidate's index, and what to add to the details about the decision."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.controller import Controller, Outcome, Process
-from ..core.sampling import SamplingParams, sample_candidates
+from ..kernel.controller import Controller, Outcome, Process
+from ..reasoning.sampling import SamplingParams, sample_candidates
 
 
 @dataclass
@@ -13,7 +13,7 @@ class CoTParams(SamplingParams):
     temperature: float = 0.0  # greedy by default: one answer should be the model's best guess
 
 
-class ChainOfThought(Controller):
+class ChainOfThought(Controller[CoTParams]):
     name = "cot"
     Params = CoTParams
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.controller import Process
-from ..core.params import InvalidParameter
-from ..core.scoring import RewardGuidedParams, best_index
-from ..core.stepwise import Path, StepwiseController
+from ..kernel.controller import Process
+from ..kernel.params import InvalidParameter
+from ..reasoning.scoring import RewardGuidedParams, best_index
+from ..reasoning.stepwise import Path, StepwiseController
 
 
 @dataclass
@@ -30,14 +30,17 @@ class DVTSParams(RewardGuidedParams):
     def check(self) -> None:
         super().check()
         if self.samples % self.beam_width:
-            raise InvalidParameter("beam_width", f"must divide samples ({self.samples}) into whole subtrees, got {self.beam_width}")
+            raise InvalidParameter(
+                "beam_width",
+                f"must divide samples ({self.samples}) into whole subtrees, got {self.beam_width}",
+            )
 
     @property
     def subtrees(self) -> int:
         return self.samples // self.beam_width
 
 
-class DVTS(StepwiseController):
+class DVTS(StepwiseController[DVTSParams]):
     name = "dvts"
     Params = DVTSParams
 
@@ -48,8 +51,11 @@ class DVTS(StepwiseController):
             growing = [index for index, path in enumerate(subtrees) if not path.finished]
             if not growing:
                 break
-            groups = yield from search.expand_and_score([subtrees[i] for i in growing], [self.params.beam_width] * len(growing))
-            children, kept = [], []
+            groups = yield from search.expand_and_score(
+                [subtrees[i] for i in growing], [self.params.beam_width] * len(growing)
+            )
+            children: list[Path] = []
+            kept: list[int] = []
             for subtree, group in zip(growing, groups):
                 best = best_index([child.score for child in group])
                 kept.append(len(children) + best)
@@ -57,4 +63,8 @@ class DVTS(StepwiseController):
                 subtrees[subtree] = group[best]
             yield from search.report(step, children, kept=kept, subtrees=growing)
             search.retire_finished([subtrees[i] for i in growing])
-        return (yield from search.conclude([path for path in subtrees if not path.finished], subtrees=self.params.subtrees))
+        return (
+            yield from search.conclude(
+                [path for path in subtrees if not path.finished], subtrees=self.params.subtrees
+            )
+        )

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.controller import Candidate, Controller, Outcome, Process, Progress
-from ..core.sampling import SamplingParams, sample_candidates
-from ..core.voting import Tally, tally
+from ..kernel.controller import Candidate, Controller, EventKind, Outcome, Process, Progress
+from ..reasoning.sampling import SamplingParams, sample_candidates
+from ..reasoning.voting import Tally, tally
 
 
 @dataclass
@@ -17,7 +17,7 @@ class MajorityVoteParams(SamplingParams):
     capped_by_samples = ("samples",)
 
 
-class MajorityVote(Controller):
+class MajorityVote(Controller[MajorityVoteParams]):
     name = "majority_vote"
     Params = MajorityVoteParams
 
@@ -27,14 +27,18 @@ class MajorityVote(Controller):
         def on_sample(index: int, candidate: Candidate) -> Progress:
             running.add(index, candidate.answer)
             leader = running.winner()
-            return Progress("sample", {
-                "index": index,
-                "answer": candidate.answer.text if candidate.answer else None,
-                "output_tokens": candidate.output_tokens,
-                "finished": len(running.abstained) + sum(len(g.members) for g in running.groups),
-                "leader": leader.answer.text if leader else None,
-                "tally": {g.answer.text: len(g.members) for g in running.groups},
-            })
+            return Progress(
+                EventKind.SAMPLE,
+                {
+                    "index": index,
+                    "answer": candidate.answer.text if candidate.answer else None,
+                    "output_tokens": candidate.output_tokens,
+                    "finished": len(running.abstained)
+                    + sum(len(g.members) for g in running.groups),
+                    "leader": leader.answer.text if leader else None,
+                    "tally": {g.answer.text: len(g.members) for g in running.groups},
+                },
+            )
 
         candidates = yield from sample_candidates(
             question, self.params.samples, self.params, self.prompt_format, on_candidate=on_sample
@@ -44,8 +48,18 @@ class MajorityVote(Controller):
         for group in votes.groups:
             for index in group.members:
                 candidates[index].votes = len(group.members)
-        yield Progress("tally", votes.to_json())
+        yield Progress(EventKind.TALLY, votes.to_json())
         if winner is None:
-            return Outcome(text=candidates[0].text, answer=None, candidates=candidates, details={"tally": votes.to_json()})
+            return Outcome(
+                text=candidates[0].text,
+                answer=None,
+                candidates=candidates,
+                details={"tally": votes.to_json()},
+            )
         chosen = candidates[winner.members[0]]
-        return Outcome(text=chosen.text, answer=chosen.answer, candidates=candidates, details={"tally": votes.to_json()})
+        return Outcome(
+            text=chosen.text,
+            answer=chosen.answer,
+            candidates=candidates,
+            details={"tally": votes.to_json()},
+        )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.scoring import RewardGuidedParams
-from ..core.stepwise import Path
-from .beam_search import BeamSearch
+from ..reasoning.scoring import RewardGuidedParams
+from ..reasoning.stepwise import Path
+from .beam_search import LevelSearch
 
 
 @dataclass
@@ -27,11 +27,14 @@ class TreeOfThoughtsParams(RewardGuidedParams):
     capped_by_steps = ("max_depth",)
 
 
-class TreeOfThoughts(BeamSearch):
+class TreeOfThoughts(LevelSearch[TreeOfThoughtsParams]):
     """Breadth-first ToT is beam search in which every state proposes a fixed number of thoughts."""
 
     name = "tree_of_thoughts"
     Params = TreeOfThoughtsParams
+
+    def width(self) -> int:
+        return self.params.beam_width
 
     def levels(self) -> int:
         return self.params.max_depth

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.controller import Candidate
-from ..core.scoring import best_index
-from ..core.voting import tally
+from ..kernel.controller import Candidate
+from ..reasoning.scoring import best_index
+from ..reasoning.voting import tally
 from .best_of_n import BestOfN
 
 
@@ -24,4 +24,6 @@ class WeightedBestOfN(BestOfN):
         winner = votes.winner()
         if winner is None:  # no readable answer anywhere: the best-scored text, answer unknown
             return super().choose(candidates)[0], {"tally": votes.to_json()}
-        return winner.members[best_index([scores[index] for index in winner.members])], {"tally": votes.to_json()}
+        return winner.members[best_index([scores[index] for index in winner.members])], {
+            "tally": votes.to_json()
+        }

@@ -37,7 +37,9 @@ class GenerationResult:
     finish_reason: str  # "eos", "stop_word" or "length"
 
 
-def _filtered_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+def _filtered_logits(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> torch.Tensor:
     logits = logits / temperature
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[-1]
@@ -131,7 +133,9 @@ class CausalLMEngine:
                 next_tokens = [next_tokens[p] for p in keep]
                 active = [active[p] for p in keep]
             step_input = torch.tensor(next_tokens).unsqueeze(1)
-            attention_mask = torch.cat([attention_mask, torch.ones(len(active), 1, dtype=attention_mask.dtype)], dim=1)
+            attention_mask = torch.cat(
+                [attention_mask, torch.ones(len(active), 1, dtype=attention_mask.dtype)], dim=1
+            )
             position_ids = position_ids[:, -1:] + 1
         return [self._result(row) for row in rows]
 
@@ -140,7 +144,9 @@ class CausalLMEngine:
         request = row.request
         if request.temperature <= 0:
             return int(torch.argmax(logits))
-        probs = torch.softmax(_filtered_logits(logits, request.temperature, request.top_k, request.top_p), dim=-1)
+        probs = torch.softmax(
+            _filtered_logits(logits, request.temperature, request.top_k, request.top_p), dim=-1
+        )
         return int(torch.multinomial(probs, 1, generator=row.generator))
 
     def _append(self, row: _Row, token: int, log_prob: float) -> None:
@@ -150,19 +156,20 @@ class CausalLMEngine:
         row.token_ids.append(token)
         row.log_probs.append(log_prob)
         if row.request.stop_words:
-            text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+            text = str(self.tokenizer.decode(row.token_ids, skip_special_tokens=True))
             hits = [text.find(w) for w in row.request.stop_words if w and w in text]
             if hits:
                 row.finish_reason = "stop_word"
                 row.stop_text_end = min(hits)
                 return
-        if len(row.token_ids) >= row.request.max_tokens:
-            row.finish_reason = "length"
-        elif self.max_context and row.num_prompt_tokens + len(row.token_ids) >= self.max_context:
+        written = len(row.token_ids)
+        if written >= row.request.max_tokens or (
+            self.max_context and row.num_prompt_tokens + written >= self.max_context
+        ):
             row.finish_reason = "length"
 
     def _result(self, row: _Row) -> GenerationResult:
-        text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+        text = str(self.tokenizer.decode(row.token_ids, skip_special_tokens=True))
         if row.stop_text_end is not None:
             text = text[: row.stop_text_end]
         return GenerationResult(

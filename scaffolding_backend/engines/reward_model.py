@@ -1,4 +1,5 @@
-"""CPU reward engine behind Triton's ``reward`` models: a process (PRM) or outcome (ORM) reward model.
+"""CPU reward engine behind Triton's ``reward`` models: a process (PRM) or outcome (ORM)
+reward model.
 
 The model directory decides the kind from its saved config:
 
@@ -14,26 +15,30 @@ The model directory decides the kind from its saved config:
   its last token.
 
 All see exactly the input built by :func:`build_reward_input` (the one the
-training script ``tools/train_reward.py`` uses): the generator's prompt template,
-then every step followed by the step separator ``"\\n\\n"``, each piece tokenized on
-its own so that step boundaries are exact token positions.
+training script ``scaffolding_training/train_reward.py`` uses): the generator's prompt
+template, then every step followed by the step delimiter, each piece tokenized on its
+own so that step boundaries are exact token positions. The prompt format is the
+caller's (:class:`RewardItem`), so the scores follow the text the generator wrote.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
-from ..core.prompts import PromptFormat
+from ..kernel.prompts import PromptFormat
 
-# the format the shipped reward models were trained on (the generator's prompt)
-PROMPT_FORMAT = PromptFormat()
+
+class RewardItem(NamedTuple):
+    """One response to score, with the prompt format its generator used."""
+
+    query: str
+    response: str
+    prompt_format: PromptFormat = PromptFormat()
 
 
 @dataclass
@@ -48,19 +53,25 @@ class RewardInput(NamedTuple):
     spans: list[tuple[int, int]]  # [start, end) of each step's own tokens (separator excluded)
 
 
-def build_reward_input(tokenizer, query: str, response: str, max_length: int | None = None) -> RewardInput:
+def build_reward_input(
+    tokenizer: Any,
+    query: str,
+    response: str,
+    max_length: int | None = None,
+    prompt_format: PromptFormat = PromptFormat(),
+) -> RewardInput:
     """Token ids of (prompt + response), each step's closing-separator position and token span.
 
     A response with no step text still gets one position (the end of the prompt) and an
     empty span, so every input yields at least one score. With ``max_length`` the prompt
     is cut from the left when needed (steps are kept).
     """
-    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    ids = enc(PROMPT_FORMAT.prompt(query))
-    sep = enc(PROMPT_FORMAT.step_delimiter)
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
+    ids = enc(prompt_format.prompt(query))
+    sep = enc(prompt_format.step_delimiter)
     positions: list[int] = []
     spans: list[tuple[int, int]] = []
-    for step in PROMPT_FORMAT.split_steps(response):
+    for step in prompt_format.split_steps(response):
         start = len(ids)
         ids = ids + enc(step)
         spans.append((start, len(ids)))
@@ -88,14 +99,16 @@ def pad_right(batch_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def score_logits(model, kind: str, pad_id: int, batch_ids: list[list[int]], batch_pos: list[list[int]]):
+def score_logits(
+    model, kind: str, pad_id: int, batch_ids: list[list[int]], batch_pos: list[list[int]]
+):
     """Raw logits at the scored positions, per row (differentiable; training uses it too).
 
     Rows are right-padded, so the positions from :func:`build_reward_input` stay valid;
     the ORM's sequence head pools at the last non-pad token (the final separator).
     """
     ids, mask = pad_right(batch_ids, pad_id)
-    logits = model(input_ids=ids, attention_mask=mask).logits
+    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
     if kind == "prm":
         return [logits[r, pos, 0] for r, pos in enumerate(batch_pos)]
     return [logits[r, :1] for r in range(len(batch_ids))]
@@ -105,7 +118,8 @@ def likelihood_step_scores(model, pad_id: int, batch: list[RewardInput]) -> list
     """Per row, per step: the probability of the least likely token from the first step
     through this one (see the module docstring). A step with no tokens scores 0."""
     ids, mask = pad_right([b.ids for b in batch], pad_id)
-    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+    logp = torch.log_softmax(logits.float(), dim=-1).cpu()
     # written[r, t] = log p(ids[r, t] | ids[r, :t]); a row's first token has no prediction
     written = torch.full(ids.shape, float("nan"))
     written[:, 1:] = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
@@ -114,16 +128,25 @@ def likelihood_step_scores(model, pad_id: int, batch: list[RewardInput]) -> list
         running, scores = 0.0, []
         for start, end in b.spans:
             start = max(start, 1)
-            running = min(running, written[r, start:end].min().item()) if end > start else float("-inf")
+            running = (
+                min(running, written[r, start:end].min().item()) if end > start else float("-inf")
+            )
             scores.append(math.exp(running))
         rows.append(scores)
     return rows
 
 
 class RewardEngine:
-    """``score([(query, response), ...])`` -> one :class:`RewardResult` per pair, in order."""
+    """``score([RewardItem, ...])`` -> one :class:`RewardResult` per item, in order."""
 
-    def __init__(self, model_dir: str, *, num_threads: int | None = None, batch_size: int = 32):
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        num_threads: int | None = None,
+        batch_size: int = 32,
+        device: str = "cpu",
+    ):
         from transformers import AutoConfig, AutoTokenizer
 
         if num_threads:
@@ -131,47 +154,54 @@ class RewardEngine:
         self.model_dir = str(model_dir)
         config = AutoConfig.from_pretrained(model_dir)
         archs = " ".join(config.architectures or [])
+        auto: Any  # the Auto class that loads this architecture
         if "CausalLM" in archs:
-            from transformers import AutoModelForCausalLM as Auto
+            from transformers import AutoModelForCausalLM as auto
 
             self.kind, self.scorer = "prm", "likelihood"
         elif "TokenClassification" in archs:
-            from transformers import AutoModelForTokenClassification as Auto
+            from transformers import AutoModelForTokenClassification as auto
 
             self.kind, self.scorer = "prm", "classifier"
         elif "SequenceClassification" in archs:
-            from transformers import AutoModelForSequenceClassification as Auto
+            from transformers import AutoModelForSequenceClassification as auto
 
             self.kind, self.scorer = "orm", "classifier"
         else:
-            raise ValueError(f"{model_dir}: architectures {config.architectures} are neither a PRM nor an ORM "
-                             "(expected *ForCausalLM, *ForTokenClassification or *ForSequenceClassification)")
+            raise ValueError(
+                f"{model_dir}: architectures {config.architectures} are neither a PRM nor an ORM "
+                "(expected *ForCausalLM, *ForTokenClassification or *ForSequenceClassification)"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = Auto.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.model = auto.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
         self.pad_id = self.model.config.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.pad_token_id
         self.max_length = getattr(self.model.config, "max_position_embeddings", None)
         self.batch_size = batch_size
-        info = Path(model_dir) / "reward_info.json"
-        self.info = json.loads(info.read_text()) if info.exists() else {}
         self._lock = threading.Lock()  # HF modules are not re-entrant
 
     @torch.inference_mode()
-    def score(self, items: list[tuple[str, str]]) -> list[RewardResult]:
+    def score(self, items: list[RewardItem]) -> list[RewardResult]:
         if not items:
             return []
         with self._lock:
             out: list[RewardResult] = []
             for i in range(0, len(items), self.batch_size):
-                out += self._score_batch(items[i:i + self.batch_size])
+                out += self._score_batch(items[i : i + self.batch_size])
             return out
 
-    def _score_batch(self, items: list[tuple[str, str]]) -> list[RewardResult]:
-        built = [build_reward_input(self.tokenizer, q, r, self.max_length) for q, r in items]
+    def _score_batch(self, items: list[RewardItem]) -> list[RewardResult]:
+        built = [build_reward_input(self.tokenizer, q, r, self.max_length, f) for q, r, f in items]
         if self.scorer == "likelihood":
             rows = likelihood_step_scores(self.model, self.pad_id, built)
         else:
-            logits = score_logits(self.model, self.kind, self.pad_id, [b.ids for b in built], [b.positions for b in built])
+            logits = score_logits(
+                self.model,
+                self.kind,
+                self.pad_id,
+                [b.ids for b in built],
+                [b.positions for b in built],
+            )
             rows = [torch.sigmoid(row).tolist() for row in logits]
         return [RewardResult(step_scores=probs, score=probs[-1]) for probs in rows]

@@ -1,21 +1,27 @@
-"""Workers that send tasks to co-hosted Triton models with BLS (``async_exec``).
+"""Workers that send tasks to co-hosted Triton models over BLS (``async_exec``).
 
-Generation speaks the TensorRT-LLM ``ensemble`` / ``tensorrt_llm_bls`` input
-contract, so pointing ``generator_model`` at a TensorRT-LLM deployment is a
-configuration change. Only importable inside a Triton Python-backend stub.
+Generation speaks whichever contract the adapter declares (``contracts/``): the
+worker sends what the adapter builds, calls decoupled targets with decoupled BLS and
+hands every response to the adapter. Only importable inside a Triton Python-backend
+stub.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ..core.runtime import TaskDone
-from ..core.tasks import GenerationTask, RewardTask, Task
+from ..kernel.prompts import PromptFormat
+from ..kernel.runtime import TaskDone
+from ..kernel.tasks import GenerationTask, RewardTask, Task
+from .contracts import TritonContract, TritonRequest, finish
+from .contracts.base import TokenCounter
 
 _executor_loops: set[int] = set()
 
@@ -30,136 +36,117 @@ def ensure_bls_executor(threads: int) -> None:
         _executor_loops.add(id(loop))
 
 
-def _tensor(name: str, value, dtype) -> "pb_utils.Tensor":
-    return pb_utils.Tensor(name, np.array([[value]], dtype=dtype))
-
-
-def _output(response, name: str):
-    tensor = pb_utils.get_output_tensor_by_name(response, name)
-    return None if tensor is None else tensor.as_numpy()
-
-
-def _text(array) -> str:
-    value = array.reshape(-1)[0]
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
-class BLSError(RuntimeError):
-    pass
-
-
-@dataclass
-class GenerationModel:
-    """Where generation tasks go and how that model names its inputs."""
-
-    name: str = "generator"
-    seed_input: str = "seed"  # older TensorRT-LLM releases call it "random_seed"
-    extra_outputs: tuple[str, ...] = ("num_input_tokens", "num_output_tokens", "finish_reason")
-
-
-@dataclass
-class RewardModel:
-    name: str = "reward"
-    step_delimiter: str = "\n\n"
+class SubRequestFailed(RuntimeError):
+    """A model called over BLS answered with an error."""
 
 
 @dataclass
 class BLSContext:
-    trace: object | None = None  # the parent request's trace, so sub-requests show up under it
+    trace: Any | None = None  # the parent request's trace, so sub-requests show up under it
     timeout_us: int = 0
 
 
-class BLSGenerationWorker:
-    def __init__(self, model: GenerationModel, context: BLSContext):
-        self.model = model
-        self.context = context
+def _outputs(response: Any, model: str) -> dict[str, np.ndarray]:
+    if response.has_error():
+        raise SubRequestFailed(f"model '{model}': {response.error().message()}")
+    return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
 
-    def _request(self, task: GenerationTask) -> "pb_utils.InferenceRequest":
-        greedy = task.temperature <= 0
-        inputs = [
-            _tensor("text_input", task.prompt, np.object_),
-            _tensor("max_tokens", task.max_tokens, np.int32),
-            # greedy as top_k=1 at temperature 1: portable to engines that divide by temperature
-            _tensor("temperature", 1.0 if greedy else task.temperature, np.float32),
-            _tensor("top_p", 1.0 if greedy else task.top_p, np.float32),
-            _tensor("top_k", 1 if greedy else task.top_k, np.int32),
-            _tensor("return_log_probs", task.return_log_probs, np.bool_),
-            _tensor("exclude_input_in_output", True, np.bool_),
-        ]
-        if task.seed is not None:
-            inputs.append(_tensor(self.model.seed_input, task.seed, np.uint64))
-        if task.stop_words:
-            inputs.append(pb_utils.Tensor("stop_words", np.array([task.stop_words], dtype=np.object_)))
-        outputs = ["text_output", "cum_log_probs", *self.model.extra_outputs]
-        if task.return_log_probs:
-            outputs.append("output_log_probs")
-        kwargs = {"trace": self.context.trace} if self.context.trace is not None else {}
-        return pb_utils.InferenceRequest(
-            model_name=self.model.name,
-            inputs=inputs,
-            requested_output_names=outputs,
-            timeout=self.context.timeout_us,
-            **kwargs,
-        )
+
+def _next_or_none(responses: Iterator[Any]) -> Any | None:
+    return next(responses, None)
+
+
+async def send(
+    model: str, request: TritonRequest, context: BLSContext, *, decoupled: bool
+) -> list[dict[str, np.ndarray]]:
+    """One BLS request; every response's outputs, in order (a decoupled target may send
+    several, and a last one with no outputs that only carries the final flag)."""
+    kwargs: dict[str, Any] = {"trace": context.trace} if context.trace is not None else {}
+    if request.parameters:
+        kwargs["parameters"] = request.parameters
+    inference = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(name, value) for name, value in request.inputs.items()],
+        requested_output_names=list(request.outputs),
+        timeout=context.timeout_us,
+        **kwargs,
+    )
+    if not decoupled:
+        return [_outputs(await inference.async_exec(), model)]
+    responses = await inference.async_exec(decoupled=True)
+    collected: list[dict[str, np.ndarray]] = []
+    loop = asyncio.get_running_loop()
+    while True:
+        # the iterator blocks until the next response: wait for it in the executor, not on the loop
+        response = await loop.run_in_executor(None, _next_or_none, responses)
+        if response is None:
+            return collected
+        outputs = _outputs(response, model)
+        if outputs:
+            collected.append(outputs)
+
+
+class BLSGenerationWorker:
+    def __init__(
+        self,
+        model: str,
+        contract: TritonContract,
+        context: BLSContext,
+        counter: TokenCounter | None,
+    ):
+        self.model = model
+        self.contract = contract
+        self.context = context
+        self.counter = counter
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
-        response = await self._request(task).async_exec()
-        if response.has_error():
-            raise BLSError(f"model '{self.model.name}': {response.error().message()}")
-        task.output_text = _text(_output(response, "text_output"))
-        cum = _output(response, "cum_log_probs")
-        task.cum_log_prob = float(cum.reshape(-1)[0]) if cum is not None else None
-        log_probs = _output(response, "output_log_probs")
-        if log_probs is not None:
-            task.token_log_probs = log_probs.reshape(-1).astype(float).tolist()[: self._num_output(response, log_probs)]
-        task.num_output_tokens = self._num_output(response, log_probs)
-        prompt_tokens = _output(response, "num_input_tokens")
-        task.num_prompt_tokens = int(prompt_tokens.reshape(-1)[0]) if prompt_tokens is not None else 0
-        reason = _output(response, "finish_reason")
-        task.finish_reason = _text(reason) if reason is not None else None
+        request = self.contract.request(task)
+        responses = await send(self.model, request, self.context, decoupled=self.contract.decoupled)
+        if not responses:
+            raise SubRequestFailed(f"model '{self.model}' sent no response with outputs")
+        finish(task, self.contract.reply(task, responses), self.counter)
         on_done(task)
-
-    @staticmethod
-    def _num_output(response, log_probs) -> int:
-        count = _output(response, "num_output_tokens")
-        if count is not None:
-            return int(count.reshape(-1)[0])
-        return 0 if log_probs is None else int(log_probs.reshape(-1).shape[0])
 
     async def run(self, tasks: list[Task], on_done: TaskDone) -> int:
         # One BLS request per task: the generator's dynamic batcher (or TensorRT-LLM's
         # in-flight batcher) groups them, across requests as well as within one.
-        await asyncio.gather(*(self._run_one(task, on_done) for task in tasks))
-        return len(tasks)
+        generations = [task for task in tasks if isinstance(task, GenerationTask)]
+        await asyncio.gather(*(self._run_one(task, on_done) for task in generations))
+        return len(generations)
 
 
 class BLSRewardWorker:
-    """All reward tasks of one yield go as one batched request."""
+    """All reward tasks of one yield go as one batched request, with the prompt format
+    the generator used, so the reward model scores exactly the text that was written."""
 
-    def __init__(self, model: RewardModel, context: BLSContext):
+    def __init__(self, model: str, prompt_format: PromptFormat, context: BLSContext):
         self.model = model
+        self.prompt_format = prompt_format
         self.context = context
 
     async def run(self, tasks: list[Task], on_done: TaskDone) -> int:
         rewards = [task for task in tasks if isinstance(task, RewardTask)]
-        queries = np.array([[task.query] for task in rewards], dtype=np.object_)
-        responses = np.array([[self.model.step_delimiter.join(task.steps)] for task in rewards], dtype=np.object_)
-        kwargs = {"trace": self.context.trace} if self.context.trace is not None else {}
-        request = pb_utils.InferenceRequest(
-            model_name=self.model.name,
-            inputs=[pb_utils.Tensor("query", queries), pb_utils.Tensor("response", responses)],
-            requested_output_names=["step_scores", "score", "num_steps"],
-            timeout=self.context.timeout_us,
-            **kwargs,
+        delimiter = self.prompt_format.step_delimiter
+        request = TritonRequest(
+            inputs={
+                "query": np.array([[task.query] for task in rewards], dtype=np.object_),
+                "response": np.array(
+                    [[delimiter.join(task.steps)] for task in rewards], dtype=np.object_
+                ),
+            },
+            outputs=("step_scores", "score", "num_steps"),
+            parameters={
+                "prompt_template": self.prompt_format.template,
+                "step_delimiter": delimiter,
+            },
         )
-        response = await request.async_exec()
-        if response.has_error():
-            raise BLSError(f"model '{self.model.name}': {response.error().message()}")
-        step_scores = _output(response, "step_scores")
-        scores = _output(response, "score").reshape(-1)
-        num_steps = _output(response, "num_steps").reshape(-1)
+        [outputs] = await send(self.model, request, self.context, decoupled=False)
+        scores = outputs["score"].reshape(-1)
+        num_steps = outputs["num_steps"].reshape(-1)
         for index, task in enumerate(rewards):
             task.score = float(scores[index])
-            task.step_scores = step_scores[index, : int(num_steps[index])].astype(float).tolist()
+            task.step_scores = (
+                outputs["step_scores"][index, : int(num_steps[index])].astype(float).tolist()
+            )
             on_done(task)
         return 1

@@ -1,4 +1,5 @@
-"""scaffolding-eval against the session's server: table, JSON and plot, and the model card's numbers."""
+"""scaffolding-eval against the session's server: table, JSON and plot, and the model
+card's numbers."""
 
 import json
 
@@ -8,7 +9,8 @@ from client import evaluate
 from scaffolding_backend.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
-# written by: scaffolding-eval --preset model-card --limit 200 --out runs/model-card (results.json copied here)
+# written by: scaffolding-eval --preset model-card --limit 200 --out runs/model-card
+# (results.json copied here)
 MODEL_CARD_RESULTS = REPO_ROOT / "models" / "model_card_eval.json"
 SUBSET = 24
 # Sampling is seeded per question and decoding is batch-invariant up to float noise, so
@@ -18,14 +20,32 @@ TOLERANCE = 0.15
 
 
 def test_eval_writes_table_json_and_plot(triton, tmp_path, capsys):
-    code = evaluate.main([
-        "--url", triton.grpc_url, "--limit", "3", "--methods", "majority_vote", "best_of_n:aggregation=min",
-        "--budgets", "1", "2", "--max-tokens", "96", "--out", str(tmp_path),
-    ])
+    code = evaluate.main(
+        [
+            "--url",
+            triton.grpc_url,
+            "--limit",
+            "3",
+            "--methods",
+            "majority_vote",
+            "best_of_n:aggregation=min",
+            "--budgets",
+            "1",
+            "2",
+            "--max-tokens",
+            "96",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     result = json.loads((tmp_path / "results.json").read_text())
     assert [run["label"] for run in result["runs"]] == [
-        "majority_vote@1", "majority_vote@2", "best_of_n:aggregation=min@1", "best_of_n:aggregation=min@2"]
+        "majority_vote@1",
+        "majority_vote@2",
+        "best_of_n:aggregation=min@1",
+        "best_of_n:aggregation=min@2",
+    ]
     for run in result["runs"]:
         assert run["questions"] == 3 and run["errors"] == 0
         assert 0 <= run["ci95"][0] <= run["accuracy"] <= run["ci95"][1] <= 1
@@ -36,8 +56,24 @@ def test_eval_writes_table_json_and_plot(triton, tmp_path, capsys):
 
 def test_model_card_numbers_reproduce_on_a_subset(triton, tmp_path):
     recorded = {run["label"]: run for run in json.loads(MODEL_CARD_RESULTS.read_text())["runs"]}
-    assert evaluate.main(["--url", triton.grpc_url, "--preset", "model-card", "--limit", str(SUBSET), "--out", str(tmp_path)]) == 0
-    rerun = {run["label"]: run for run in json.loads((tmp_path / "results.json").read_text())["runs"]}
+    assert (
+        evaluate.main(
+            [
+                "--url",
+                triton.grpc_url,
+                "--preset",
+                "model-card",
+                "--limit",
+                str(SUBSET),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    rerun = {
+        run["label"]: run for run in json.loads((tmp_path / "results.json").read_text())["runs"]
+    }
     assert set(rerun) == set(recorded)
     for label, run in rerun.items():
         expected = sum(recorded[label]["correct"][:SUBSET]) / SUBSET

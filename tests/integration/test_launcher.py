@@ -1,5 +1,6 @@
 """`scaffolding-server` starts a real server, prints where it is, and stops cleanly."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,10 +21,8 @@ def process_groups() -> dict[int, int]:
     groups = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 groups[int(entry.name)] = os.getpgid(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                pass
     return groups
 
 
@@ -35,14 +34,27 @@ def cmdline(pid: int) -> str:
 
 
 def test_launcher_prints_urls_and_stops_without_orphans(tmp_path):
-    from tools.make_tiny_model import build_tiny_model
+    from scaffolding_training.tiny_model import build_tiny_model
 
     ports = [free_port() for _ in range(3)]
-    command = [sys.executable, "-m", "scaffolding_backend.server", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-               "--metrics-port", str(ports[2]), "--log-file", str(tmp_path / "server.log")]
+    command = [
+        sys.executable,
+        "-m",
+        "scaffolding_backend.server",
+        "--http-port",
+        str(ports[0]),
+        "--grpc-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+        "--log-file",
+        str(tmp_path / "server.log"),
+    ]
     if not (SHIPPED_GENERATOR / "config.json").exists():
         command += ["--generator-dir", str(build_tiny_model(tmp_path / "tiny"))]
-    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    launcher = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines = []
     try:
         deadline = time.monotonic() + 240
@@ -54,11 +66,17 @@ def test_launcher_prints_urls_and_stops_without_orphans(tmp_path):
             if "Ctrl-C" in line:
                 break
         output = "".join(lines)
-        assert f"http://localhost:{ports[0]}" in output and f"localhost:{ports[1]}" in output, output
+        assert f"http://localhost:{ports[0]}" in output and f"localhost:{ports[1]}" in output, (
+            output
+        )
         server_pids = [pid for pid in process_groups() if f"--http-port={ports[0]}" in cmdline(pid)]
         assert len(server_pids) == 1
         group = os.getpgid(server_pids[0])
-        stubs = [pid for pid, g in process_groups().items() if g == group and "triton_python_backend_stub" in cmdline(pid)]
+        stubs = [
+            pid
+            for pid, g in process_groups().items()
+            if g == group and "triton_python_backend_stub" in cmdline(pid)
+        ]
         assert stubs, "the Python models run in stub processes"
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 0
@@ -72,9 +90,22 @@ def test_launcher_prints_urls_and_stops_without_orphans(tmp_path):
 
 def test_sigterm_during_start_up_leaves_nothing_behind(tmp_path):
     ports = [free_port() for _ in range(3)]
-    command = [sys.executable, "-m", "scaffolding_backend.server", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-               "--metrics-port", str(ports[2]), "--log-file", str(tmp_path / "server.log")]
-    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "scaffolding_backend.server",
+        "--http-port",
+        str(ports[0]),
+        "--grpc-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+        "--log-file",
+        str(tmp_path / "server.log"),
+    ]
+    launcher = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         assert "starting tritonserver" in launcher.stdout.readline()
         time.sleep(2)  # tritonserver is loading models now, not ready yet

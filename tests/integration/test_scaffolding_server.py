@@ -30,7 +30,13 @@ def test_majority_vote_makes_eight_sub_requests_and_streams_progress(triton, gen
     before = generator_requests()
     events = []
     with ScaffoldingClient(triton.grpc_url, "grpc") as client:
-        result = client.ask(QUESTION, "majority_vote", {"samples": 8, "max_tokens": 64}, seed=5, on_event=events.append)
+        result = client.ask(
+            QUESTION,
+            "majority_vote",
+            {"samples": 8, "max_tokens": 64},
+            seed=5,
+            on_event=events.append,
+        )
     assert generator_requests() - before == 8
     account = result.account
     assert account["sub_requests"] == 8 and account["sub_requests_by_model"] == {"generation": 8}
@@ -44,11 +50,14 @@ def test_majority_vote_makes_eight_sub_requests_and_streams_progress(triton, gen
 
 def test_same_seed_replays_over_both_protocols(triton):
     params = {"samples": 4, "max_tokens": 48}
-    with ScaffoldingClient(triton.grpc_url, "grpc") as grpc_client, ScaffoldingClient(triton.http_url, "http") as http_client:
+    with (
+        ScaffoldingClient(triton.grpc_url, "grpc") as grpc_client,
+        ScaffoldingClient(triton.http_url, "http") as http_client,
+    ):
         first = grpc_client.ask(QUESTION, "majority_vote", params, seed=11)
         second = http_client.ask(QUESTION, "majority_vote", params, seed=11)
         other = http_client.ask(QUESTION, "majority_vote", params, seed=12)
-    texts = lambda r: [c["text"] for c in r.account["candidates"]]  # noqa: E731
+    texts = lambda r: [c["text"] for c in r.account["candidates"]]
     assert texts(first) == texts(second)
     assert texts(first) != texts(other)
 
@@ -56,7 +65,9 @@ def test_same_seed_replays_over_both_protocols(triton):
 def test_one_instance_serves_concurrent_streaming_requests(triton, generator_requests):
     def ask(seed):
         with ScaffoldingClient(triton.grpc_url, "grpc") as client:
-            return client.ask(QUESTION, "majority_vote", {"samples": 2, "max_tokens": 32}, seed=seed)
+            return client.ask(
+                QUESTION, "majority_vote", {"samples": 2, "max_tokens": 32}, seed=seed
+            )
 
     before = generator_requests()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -68,11 +79,15 @@ def test_one_instance_serves_concurrent_streaming_requests(triton, generator_req
 def test_request_past_its_deadline_fails_cleanly_and_the_server_keeps_serving(triton):
     with ScaffoldingClient(triton.grpc_url, "grpc") as client:
         with pytest.raises(ScaffoldingError, match="deadline"):
-            client.ask(QUESTION, "majority_vote", {"samples": 16, "max_tokens": 256}, deadline_s=0.05)
+            client.ask(
+                QUESTION, "majority_vote", {"samples": 16, "max_tokens": 256}, deadline_s=0.05
+            )
         assert client.ask(QUESTION, "cot", {"max_tokens": 16}).account["status"] == "ok"
     with ScaffoldingClient(triton.http_url, "http") as client:
         with pytest.raises(ScaffoldingError, match="deadline"):
-            client.ask(QUESTION, "majority_vote", {"samples": 16, "max_tokens": 256}, deadline_s=0.05)
+            client.ask(
+                QUESTION, "majority_vote", {"samples": 16, "max_tokens": 256}, deadline_s=0.05
+            )
         assert client.ask(QUESTION, "cot", {"max_tokens": 16}).account["status"] == "ok"
 
 
@@ -89,9 +104,8 @@ def test_request_past_its_deadline_fails_cleanly_and_the_server_keeps_serving(tr
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_bad_input_is_an_invalid_argument_naming_the_field(triton, protocol, method, params, field):
     url = triton.grpc_url if protocol == "grpc" else triton.http_url
-    with ScaffoldingClient(url, protocol) as client:
-        with pytest.raises(ScaffoldingError, match=field):
-            client.ask(QUESTION, method, params)
+    with ScaffoldingClient(url, protocol) as client, pytest.raises(ScaffoldingError, match=field):
+        client.ask(QUESTION, method, params)
 
 
 def _infer_input(name, value, dtype):
@@ -103,10 +117,14 @@ def _infer_input(name, value, dtype):
 def test_raw_tensors_errors_and_request_parameters(http_client):
     question = _infer_input("text_input", np.array([QUESTION], dtype=np.object_), "BYTES")
     # method parameters as Triton request parameters instead of the JSON tensor
-    reply = http_client.infer("scaffolding_unary", [question], parameters={"method": "majority_vote", "samples": 2, "max_tokens": 16})
+    reply = http_client.infer(
+        "scaffolding_unary",
+        [question],
+        parameters={"method": "majority_vote", "samples": 2, "max_tokens": 16},
+    )
     assert json.loads(reply.as_numpy("account")[0])["sub_requests"] == 2
-    bad_json = _infer_input("parameters", np.array(["{not json"], dtype=np.object_), "BYTES")
-    with pytest.raises(InferenceServerException, match="parameters"):
+    bad_json = _infer_input("method_parameters", np.array(["{not json"], dtype=np.object_), "BYTES")
+    with pytest.raises(InferenceServerException, match="method_parameters"):
         http_client.infer("scaffolding_unary", [question, bad_json])
     empty = _infer_input("text_input", np.array([""], dtype=np.object_), "BYTES")
     with pytest.raises(InferenceServerException, match="text_input"):
@@ -119,25 +137,35 @@ def test_raw_tensors_errors_and_request_parameters(http_client):
 def test_generator_speaks_the_generation_contract_and_refuses_bad_input(http_client):
     def inputs(max_tokens=8, **extra):
         tensors = [
-            _infer_input("text_input", np.array([["Question: 1 + 1?\nAnswer:\n"]], dtype=np.object_), "BYTES"),
+            _infer_input(
+                "text_input", np.array([["Question: 1 + 1?\nAnswer:\n"]], dtype=np.object_), "BYTES"
+            ),
             _infer_input("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
         ]
         for name, (value, dtype) in extra.items():
             tensors.append(_infer_input(name, value, dtype))
         return tensors
 
-    reply = http_client.infer("generator", inputs(
-        temperature=(np.array([[0.8]], dtype=np.float32), "FP32"),
-        seed=(np.array([[3]], dtype=np.uint64), "UINT64"),
-        return_log_probs=(np.array([[True]]), "BOOL"),
-        exclude_input_in_output=(np.array([[True]]), "BOOL"),
-    ))
+    reply = http_client.infer(
+        "generator",
+        inputs(
+            temperature=(np.array([[0.8]], dtype=np.float32), "FP32"),
+            seed=(np.array([[3]], dtype=np.uint64), "UINT64"),
+            return_log_probs=(np.array([[True]]), "BOOL"),
+            exclude_input_in_output=(np.array([[True]]), "BOOL"),
+        ),
+    )
     count = int(reply.as_numpy("num_output_tokens")[0][0])
     assert 1 <= count <= 8
     assert reply.as_numpy("output_log_probs").shape == (1, 1, count)
-    assert reply.as_numpy("cum_log_probs")[0][0] == pytest.approx(reply.as_numpy("output_log_probs")[0, 0].sum(), abs=1e-3)
+    assert reply.as_numpy("cum_log_probs")[0][0] == pytest.approx(
+        reply.as_numpy("output_log_probs")[0, 0].sum(), abs=1e-3
+    )
     assert reply.as_numpy("finish_reason")[0][0].decode() in {"eos", "length", "stop_word"}
-    for bad, field in [(inputs(max_tokens=0), "max_tokens"), (inputs(top_p=(np.array([[0.0]], dtype=np.float32), "FP32")), "top_p")]:
+    for bad, field in [
+        (inputs(max_tokens=0), "max_tokens"),
+        (inputs(top_p=(np.array([[0.0]], dtype=np.float32), "FP32")), "top_p"),
+    ]:
         with pytest.raises(InferenceServerException, match=field):
             http_client.infer("generator", bad)
 
@@ -147,8 +175,17 @@ def test_prometheus_metrics_count_requests_and_sub_requests(triton):
 
     with ScaffoldingClient(triton.http_url, "http") as client:
         client.ask(QUESTION, "majority_vote", {"samples": 2, "max_tokens": 16})
-    with urllib.request.urlopen(f"http://localhost:{triton.metrics_port}/metrics", timeout=10) as reply:
+    with urllib.request.urlopen(
+        f"http://localhost:{triton.metrics_port}/metrics", timeout=10
+    ) as reply:
         metrics = reply.read().decode()
-    requests = [line for line in metrics.splitlines() if line.startswith("scaffolding_requests_total{")]
-    assert any('method="majority_vote"' in line and 'status="ok"' in line and 'model="scaffolding_unary"' in line for line in requests)
+    requests = [
+        line for line in metrics.splitlines() if line.startswith("scaffolding_requests_total{")
+    ]
+    assert any(
+        'method="majority_vote"' in line
+        and 'status="ok"' in line
+        and 'model="scaffolding_unary"' in line
+        for line in requests
+    )
     assert any(line.startswith("scaffolding_sub_requests_total{") for line in metrics.splitlines())

@@ -5,7 +5,9 @@ import pytest
 from client.api import ScaffoldingClient
 
 pytestmark = pytest.mark.integration
-QUESTION = "Mia owns 57 eggs. She loses 44 eggs. She finds 94 more eggs. How many eggs does Mia have now?"
+QUESTION = (
+    "Mia owns 57 eggs. She loses 44 eggs. She finds 94 more eggs. How many eggs does Mia have now?"
+)
 
 SMALL_BUDGETS = {
     "best_of_n": {"samples": 4, "aggregation": "min"},
@@ -28,7 +30,13 @@ def test_method_runs_through_triton_with_scores_in_the_account(triton, http_clie
     events = []
     before = reward_requests(http_client, "reward")
     with ScaffoldingClient(triton.grpc_url, "grpc") as client:
-        result = client.ask(QUESTION, method, {**SMALL_BUDGETS[method], "max_tokens": 96}, seed=3, on_event=events.append)
+        result = client.ask(
+            QUESTION,
+            method,
+            {**SMALL_BUDGETS[method], "max_tokens": 96},
+            seed=3,
+            on_event=events.append,
+        )
     account = result.account
     assert account["status"] == "ok"
     by_model = account["sub_requests_by_model"]
@@ -41,14 +49,19 @@ def test_method_runs_through_triton_with_scores_in_the_account(triton, http_clie
     assert "best" in kinds
     if method in STEPWISE:
         assert "step" in kinds
-        assert account["steps"] and all("score" in c for step in account["steps"] for c in step["candidates"])
-        # one batched reward request per search step (plus one for a final completion), not one per candidate
+        assert account["steps"] and all(
+            "score" in c for step in account["steps"] for c in step["candidates"]
+        )
+        # one batched reward request per search step (plus one for a final completion),
+        # not one per candidate
         assert by_model["reward"] <= len(account["steps"]) + 1
 
 
 def test_a_request_can_choose_the_orm(triton, http_client):
     before = reward_requests(http_client, "reward_orm")
     with ScaffoldingClient(triton.http_url, "http") as client:
-        result = client.ask(QUESTION, "best_of_n", {"samples": 3, "max_tokens": 96, "reward_model": "reward_orm"})
+        result = client.ask(
+            QUESTION, "best_of_n", {"samples": 3, "max_tokens": 96, "reward_model": "reward_orm"}
+        )
     assert reward_requests(http_client, "reward_orm") - before == 1
     assert all(len(c["step_scores"]) == 1 for c in result.account["candidates"])

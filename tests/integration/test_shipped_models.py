@@ -9,6 +9,7 @@ from client.api import ScaffoldingClient
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(autouse=True)
 def shipped_models_only(triton):
     if not triton.uses_shipped_models:
@@ -41,7 +42,9 @@ def test_generator_at_temperature_zero_answers_the_fixed_question(triton, shippe
 
 def test_prm_ranks_the_correct_solution_above_the_corrupted_one(http_client, shipped_example):
     example = shipped_example
-    (good, bad), scores = score(http_client, "reward", example.question, [example.correct, example.corrupted])
+    (good, bad), scores = score(
+        http_client, "reward", example.question, [example.correct, example.corrupted]
+    )
     assert len(good) == len(bad) == 3
     assert min(good) > min(bad)
     assert scores[0] == pytest.approx(good[-1])
@@ -50,7 +53,9 @@ def test_prm_ranks_the_correct_solution_above_the_corrupted_one(http_client, shi
 
 def test_orm_ranks_the_correct_solution_above_the_corrupted_one(http_client, shipped_example):
     example = shipped_example
-    (good, bad), (good_score, bad_score) = score(http_client, "reward_orm", example.question, [example.correct, example.corrupted])
+    (good, bad), (good_score, bad_score) = score(
+        http_client, "reward_orm", example.question, [example.correct, example.corrupted]
+    )
     assert len(good) == len(bad) == 1
     assert good_score > bad_score
 

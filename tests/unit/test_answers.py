@@ -1,6 +1,11 @@
 import pytest
 
-from scaffolding_backend.core.answers import answers_equal, extract_answer, is_correct, last_boxed_content
+from scaffolding_backend.reasoning.answers import (
+    answers_equal,
+    extract_answer,
+    is_correct,
+    last_boxed_content,
+)
 
 
 @pytest.mark.parametrize(
@@ -33,9 +38,13 @@ def test_answer_is_phrase_and_last_number_fallback():
     assert extract_answer("") is None
 
 
-@pytest.mark.parametrize("left, right", [("1,000", "1000"), ("0.5", "\\frac{1}{2}"), ("-7", "-7.0")])
+@pytest.mark.parametrize(
+    "left, right", [("1,000", "1000"), ("0.5", "\\frac{1}{2}"), ("-7", "-7.0")]
+)
 def test_equivalent_numbers_compare_equal(left, right):
-    assert answers_equal(extract_answer(f"\\boxed{{{left}}}"), extract_answer(f"The answer is {right}"))
+    assert answers_equal(
+        extract_answer(f"\\boxed{{{left}}}"), extract_answer(f"The answer is {right}")
+    )
     assert is_correct(extract_answer(f"\\boxed{{{left}}}"), right)
 
 

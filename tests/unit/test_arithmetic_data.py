@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffolding_backend.datasets.arithmetic import (
+from scaffolding_training.arithmetic import (
     PROGRAM_PROMPT_TEMPLATE,
     PROMPT_TEMPLATE,
     SHIPPED_SIZES,
@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def train_sample():
-    # the generator samples its training data from the first 60k train questions; a large prefix catches leakage
+    # the generator samples its training data from the first 60k train questions; a large
+    # prefix catches leakage
     return make_split("train", 30_000)
 
 
@@ -51,7 +52,9 @@ def test_shipped_files_match_the_generator():
         rows = read_jsonl(ROOT / "data" / f"{name}.jsonl")
         assert len(rows) == n
         assert [r["question"] for r in rows] == [p.question for p in make_split(name, n)]
-        assert all(set(r) == {"question", "answer", "solution"} and r["answer"].isdigit() for r in rows)
+        assert all(
+            set(r) == {"question", "answer", "solution"} and r["answer"].isdigit() for r in rows
+        )
     assert len(read_jsonl(ROOT / "data" / "test.jsonl")) >= 300
 
 
@@ -94,7 +97,7 @@ def _corrupt_product(p):
         m = re.search(r"(\d+) \* (\d+) = (\d+)", s)
         if m:
             wrong = int(m.group(3)) + 10
-            steps[i] = s[: m.start(3)] + str(wrong) + s[m.end(3):]
+            steps[i] = s[: m.start(3)] + str(wrong) + s[m.end(3) :]
             return "\n\n".join(steps), i
     return None
 
@@ -113,12 +116,19 @@ def test_check_steps_flags_a_wrong_product_and_everything_after(train_sample):
 
 
 def test_check_steps_unavailable_operand_and_wrong_operation():
-    q = "Tom has 23 apples. He buys 48 more apples. He loses 15 apples. How many apples does Tom have now?"
+    q = (
+        "Tom has 23 apples. He buys 48 more apples. He loses 15 apples. "
+        "How many apples does Tom have now?"
+    )
     good = "Tom has 23 + 48 = 71 apples.\n\nTom has 71 - 15 = 56 apples. The answer is \\boxed{56}."
     assert check_steps(q, good) == [True, True]
-    copied_wrong = "Tom has 23 + 49 = 72 apples.\n\nTom has 72 - 15 = 57 apples. The answer is \\boxed{57}."
+    copied_wrong = (
+        "Tom has 23 + 49 = 72 apples.\n\nTom has 72 - 15 = 57 apples. The answer is \\boxed{57}."
+    )
     assert check_steps(q, copied_wrong) == [False, False]
-    wrong_op = "Tom has 23 + 48 = 71 apples.\n\nTom has 71 + 15 = 86 apples. The answer is \\boxed{86}."
+    wrong_op = (
+        "Tom has 23 + 48 = 71 apples.\n\nTom has 71 + 15 = 86 apples. The answer is \\boxed{86}."
+    )
     assert check_steps(q, wrong_op) == [True, True]  # arithmetic alone cannot tell
     assert check_steps(q, wrong_op, gold=good) == [True, False]
     assert check_steps(q, wrong_op, gold=56) == [True, False]
@@ -136,8 +146,12 @@ def test_slip_result_miswrites_one_result_digit_and_cuts_after_it(train_sample):
             assert check_steps(p.question, slipped, gold=p.solution) == [True] * i + [False]
             before, after = re.findall(r"\d+", steps[i]), re.findall(r"\d+", got[i])
             changed = [(a, b) for a, b in zip(before, after) if a != b]
-            assert len(before) == len(after) and 1 <= len(changed) <= 2  # the result, and its \boxed{} copy
-            assert all(len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1 for a, b in changed)
+            assert (
+                len(before) == len(after) and 1 <= len(changed) <= 2
+            )  # the result, and its \boxed{} copy
+            assert all(
+                len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1 for a, b in changed
+            )
         if len(steps) > 1:
             assert not is_correct(slip_result(p.solution, len(steps) - 1, rng), p.answer)
     assert slip_result("No arithmetic here.", 0, rng) is None
@@ -151,8 +165,14 @@ def test_result_digit_labels_mark_where_a_result_goes_wrong():
     assert marked("Mia has 14 + 29 = 45 eggs.") == [("4", True), ("5", False)]
     assert marked("Mia has 14 + 29 = 143 eggs.") == [("1", False), ("4", False), ("3", False)]
     # a boxed answer must copy the step's last written result
-    assert marked("He has 10 - 6 = 4 pens. The answer is \\boxed{7}.") == [("4", True), ("7", False)]
-    assert marked("He has 3 * 4 = 12 pens. The answer is \\boxed{12}.") == [("1", True), ("2", True)] * 2
+    assert marked("He has 10 - 6 = 4 pens. The answer is \\boxed{7}.") == [
+        ("4", True),
+        ("7", False),
+    ]
+    assert (
+        marked("He has 3 * 4 = 12 pens. The answer is \\boxed{12}.")
+        == [("1", True), ("2", True)] * 2
+    )
     assert marked("No numbers to check.") == []
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from scaffolding_backend.engines.causal_lm import CausalLMEngine, GenerationRequest
-from tools.make_tiny_model import build_tiny_model
+from scaffolding_training.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -12,20 +12,31 @@ def engine(tmp_path_factory):
 
 
 def test_a_rows_output_depends_on_its_seed_not_on_its_batch(engine):
-    alone = engine.generate([GenerationRequest("Question: 2+2?\nAnswer:\n", 12, temperature=0.9, seed=11)])[0]
-    batched = engine.generate([
-        GenerationRequest("a much longer prompt than the other one", 5, temperature=0.7, seed=1),
-        GenerationRequest("Question: 2+2?\nAnswer:\n", 12, temperature=0.9, seed=11),
-        GenerationRequest("x", 20, temperature=0.0),
-    ])[1]
+    alone = engine.generate(
+        [GenerationRequest("Question: 2+2?\nAnswer:\n", 12, temperature=0.9, seed=11)]
+    )[0]
+    batched = engine.generate(
+        [
+            GenerationRequest(
+                "a much longer prompt than the other one", 5, temperature=0.7, seed=1
+            ),
+            GenerationRequest("Question: 2+2?\nAnswer:\n", 12, temperature=0.9, seed=11),
+            GenerationRequest("x", 20, temperature=0.0),
+        ]
+    )[1]
     assert alone.text == batched.text
     assert alone.token_log_probs == pytest.approx(batched.token_log_probs, abs=1e-4)
 
 
 def test_greedy_is_deterministic_and_seeds_change_samples(engine):
-    greedy = [engine.generate([GenerationRequest("hello", 10, temperature=0.0)])[0].text for _ in range(2)]
+    greedy = [
+        engine.generate([GenerationRequest("hello", 10, temperature=0.0)])[0].text for _ in range(2)
+    ]
     assert greedy[0] == greedy[1]
-    samples = {engine.generate([GenerationRequest("hello", 10, temperature=1.0, seed=s)])[0].text for s in range(5)}
+    samples = {
+        engine.generate([GenerationRequest("hello", 10, temperature=1.0, seed=s)])[0].text
+        for s in range(5)
+    }
     assert len(samples) > 1
 
 
@@ -44,7 +55,9 @@ def test_stop_words_cut_the_text_before_the_stop_word(engine):
     free = engine.generate([GenerationRequest("hello", 30, temperature=1.0, seed=5)])[0]
     assert len(free.text) > 4
     stop = free.text[3:5]
-    stopped = engine.generate([GenerationRequest("hello", 30, temperature=1.0, seed=5, stop_words=[stop])])[0]
+    stopped = engine.generate(
+        [GenerationRequest("hello", 30, temperature=1.0, seed=5, stop_words=[stop])]
+    )[0]
     assert stopped.finish_reason == "stop_word"
     assert stopped.text == free.text[: free.text.find(stop)]
     assert stop not in stopped.text

@@ -7,11 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaffolding_backend.datasets.arithmetic import PROMPT_TEMPLATE, last_boxed_int
-from scaffolding_backend.engines.reward_model import RewardEngine, RewardResult, build_reward_input
+from scaffolding_backend.engines.reward_model import (
+    RewardEngine,
+    RewardItem,
+    RewardResult,
+    build_reward_input,
+)
+from scaffolding_training.arithmetic import PROMPT_TEMPLATE, last_boxed_int
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
+
 
 @pytest.fixture(scope="module")
 def example(shipped_example):
@@ -34,7 +40,12 @@ def test_kinds_are_detected(prm, orm):
 
 
 def test_prm_scores_every_step_and_ranks_correct_first(prm, example):
-    good, bad = prm.score([(example.question, example.correct), (example.question, example.corrupted)])
+    good, bad = prm.score(
+        [
+            RewardItem(example.question, example.correct),
+            RewardItem(example.question, example.corrupted),
+        ]
+    )
     assert isinstance(good, RewardResult)
     assert len(good.step_scores) == 3 and len(bad.step_scores) == 3
     assert all(0.0 <= s <= 1.0 for s in good.step_scores + bad.step_scores)
@@ -44,8 +55,13 @@ def test_prm_scores_every_step_and_ranks_correct_first(prm, example):
 
 def test_prm_partial_solution_and_batching_are_consistent(prm, example):
     partial = example.correct.split("\n\n")[0]
-    alone = prm.score([(example.question, partial)])[0]
-    full, _ = prm.score([(example.question, example.correct), (example.question, example.corrupted)])
+    alone = prm.score([RewardItem(example.question, partial)])[0]
+    full, _ = prm.score(
+        [
+            RewardItem(example.question, example.correct),
+            RewardItem(example.question, example.corrupted),
+        ]
+    )
     assert len(alone.step_scores) == 1
     # a step's score depends only on the text up to it, not on later steps or batch neighbours
     assert alone.step_scores[0] == pytest.approx(full.step_scores[0], abs=1e-5)
@@ -64,7 +80,9 @@ def test_likelihood_prm_doubts_every_step_from_a_slip_on(prm, example, slip):
     old, new = SLIPS[slip]
     slipped = example.correct.replace(old, new, 1)
     assert slipped != example.correct
-    good, bad = prm.score([(example.question, example.correct), (example.question, slipped)])
+    good, bad = prm.score(
+        [RewardItem(example.question, example.correct), RewardItem(example.question, slipped)]
+    )
     first_bad = next(i for i, step in enumerate(slipped.split("\n\n")) if new in step)
     assert bad.step_scores[:first_bad] == pytest.approx(good.step_scores[:first_bad], abs=1e-5)
     # a step's score is the least likely token so far: it never rises, and the slip sinks it
@@ -73,14 +91,14 @@ def test_likelihood_prm_doubts_every_step_from_a_slip_on(prm, example, slip):
 
 
 def test_likelihood_prm_gives_an_empty_response_zero(prm, example):
-    (result,) = prm.score([(example.question, "  ")])
+    (result,) = prm.score([RewardItem(example.question, "  ")])
     assert result.step_scores == [0.0] and result.score == 0.0
 
 
 def test_classifier_prm_reads_each_step_separator(tmp_path, example):
     from transformers import AutoConfig, LlamaForTokenClassification
 
-    from tools.make_tiny_model import build_tiny_model
+    from scaffolding_training.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(tmp_path / "lm")
     config = AutoConfig.from_pretrained(tiny)
@@ -92,14 +110,23 @@ def test_classifier_prm_reads_each_step_separator(tmp_path, example):
         (tmp_path / "prm" / name).write_bytes((tiny / name).read_bytes())
     engine = RewardEngine(str(tmp_path / "prm"), num_threads=1)
     assert (engine.kind, engine.scorer) == ("prm", "classifier")
-    full, partial = engine.score([(example.question, example.correct),
-                                  (example.question, example.correct.split("\n\n")[0])])
+    full, partial = engine.score(
+        [
+            RewardItem(example.question, example.correct),
+            RewardItem(example.question, example.correct.split("\n\n")[0]),
+        ]
+    )
     assert len(full.step_scores) == 3 and all(0.0 < s < 1.0 for s in full.step_scores)
     assert partial.step_scores[0] == pytest.approx(full.step_scores[0], abs=1e-5)
 
 
 def test_orm_ranks_correct_first(orm, example):
-    good, bad = orm.score([(example.question, example.correct), (example.question, example.corrupted)])
+    good, bad = orm.score(
+        [
+            RewardItem(example.question, example.correct),
+            RewardItem(example.question, example.corrupted),
+        ]
+    )
     assert len(good.step_scores) == 1 and good.score == good.step_scores[0]
     assert good.score > bad.score
 
@@ -109,7 +136,7 @@ def test_input_marks_the_end_of_each_step(prm, example):
     assert len(positions) == len(spans) == 3 and positions[-1] == len(ids) - 1
     sep = prm.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
     for p, (start, end), step in zip(positions, spans, example.correct.split("\n\n")):
-        assert ids[p - len(sep) + 1: p + 1] == sep and end == p - len(sep) + 1
+        assert ids[p - len(sep) + 1 : p + 1] == sep and end == p - len(sep) + 1
         assert prm.tokenizer.decode(ids[start:end]) == step
 
 
@@ -122,9 +149,12 @@ def test_generator_greedy_answers_fixed_question(example):
     model = AutoModelForCausalLM.from_pretrained(MODELS / "generator").eval()
     assert model.generation_config.eos_token_id == tok.eos_token_id
     tok.padding_side = "left"
-    prompts = [PROMPT_TEMPLATE.format(question=example.question), PROMPT_TEMPLATE.format(question="Tom has 5 apples. How many apples does Tom have now?")]
+    prompts = [
+        PROMPT_TEMPLATE.format(question=example.question),
+        PROMPT_TEMPLATE.format(question="Tom has 5 apples. How many apples does Tom have now?"),
+    ]
     enc = tok(prompts, return_tensors="pt", padding=True)
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=120, do_sample=False)
-    text = tok.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
     assert last_boxed_int(text) == example.answer, text

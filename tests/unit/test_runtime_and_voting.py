@@ -5,19 +5,25 @@ import asyncio
 import pytest
 
 from scaffolding_backend.controllers import build_controller
-from scaffolding_backend.core.controller import Controller, Outcome, Parallel
-from scaffolding_backend.core.params import Caps, InvalidParameter, MethodParams
-from scaffolding_backend.core.prompts import PromptFormat
-from scaffolding_backend.core.runtime import Limits, RequestFailed, Runtime, derive_seed
-from scaffolding_backend.core.tasks import generation
+from scaffolding_backend.kernel.account import Status
+from scaffolding_backend.kernel.controller import Controller, Outcome, Parallel
+from scaffolding_backend.kernel.params import Caps, InvalidParameter, MethodParams
+from scaffolding_backend.kernel.prompts import PromptFormat
+from scaffolding_backend.kernel.runtime import Limits, RequestFailed, Runtime, derive_seed
+from scaffolding_backend.kernel.tasks import generation
+from scaffolding_backend.service.config import ScaffoldingConfig
 from scaffolding_backend.workers.in_process import FunctionWorker
+
+DEFAULT_CAPS = ScaffoldingConfig().caps
 
 
 def scripted(answers):
     """A generator worker whose answer depends only on the task's seed."""
 
     def fill(task):
-        task.output_text = answers[task.seed % len(answers)] if task.seed is not None else answers[0]
+        task.output_text = (
+            answers[task.seed % len(answers)] if task.seed is not None else answers[0]
+        )
         task.num_prompt_tokens = 10
         task.num_output_tokens = 4
         task.finish_reason = "eos"
@@ -38,7 +44,18 @@ def by_seed_order(texts):
 
 
 def test_majority_vote_groups_equivalent_answers_and_skips_unparseable(run_method):
-    worker = by_seed_order(["\\boxed{5}", "\\boxed{1,000}", "no answer", "\\boxed{5.0}", "\\boxed{1000}", "so 5", "\\boxed{7}", "\\boxed{5}"])
+    worker = by_seed_order(
+        [
+            "\\boxed{5}",
+            "\\boxed{1,000}",
+            "no answer",
+            "\\boxed{5.0}",
+            "\\boxed{1000}",
+            "so 5",
+            "\\boxed{7}",
+            "\\boxed{5}",
+        ]
+    )
     account = run_method("majority_vote", {"samples": 8}, {"generation": worker})
     record = account.to_json()
     assert record["answer"] in {"5", "5.0"}
@@ -58,7 +75,12 @@ def test_majority_vote_tie_goes_to_the_answer_that_appeared_first(run_method):
 
 def test_majority_vote_streams_a_running_tally(run_method):
     events = []
-    run_method("majority_vote", {"samples": 3}, {"generation": by_seed_order(["\\boxed{1}", "\\boxed{2}", "\\boxed{2}"])}, events=events)
+    run_method(
+        "majority_vote",
+        {"samples": 3},
+        {"generation": by_seed_order(["\\boxed{1}", "\\boxed{2}", "\\boxed{2}"])},
+        events=events,
+    )
     samples = [e for e in events if e.kind == "sample"]
     assert [e.data["finished"] for e in samples] == [1, 2, 3]
     assert samples[-1].data["tally"] == {"1": 1, "2": 2}
@@ -69,7 +91,9 @@ def test_cot_is_one_greedy_generation(run_method):
     worker = scripted(["Step one.\n\nThe answer is \\boxed{42}."])
     account = run_method("cot", {}, {"generation": worker})
     assert account.outcome.answer.text == "42"
-    assert len(worker.calls) == 1 and worker.calls[0].temperature == 0 and worker.calls[0].seed is None
+    assert (
+        len(worker.calls) == 1 and worker.calls[0].temperature == 0 and worker.calls[0].seed is None
+    )
     assert worker.calls[0].prompt == "Question: q\nAnswer:\n"
 
 
@@ -86,7 +110,7 @@ def test_seeds_are_derived_from_the_request_seed_and_replay_exactly(run_method):
 
 
 def test_bad_parameters_name_the_field():
-    caps = Caps(max_samples=16, max_tokens=128)
+    caps = Caps(max_samples=16, max_tokens=128, max_steps=32)
     cases = {
         "samples": {"samples": 17},
         "max_tokens": {"max_tokens": 129},
@@ -123,34 +147,50 @@ class SlowWorker:
 
 def test_deadline_stops_outstanding_work():
     worker = SlowWorker()
-    controller = build_controller("majority_vote", {"samples": 4}, PromptFormat(), Caps())
+    controller = build_controller("majority_vote", {"samples": 4}, PromptFormat(), DEFAULT_CAPS)
     with pytest.raises(RequestFailed) as failure:
-        asyncio.run(Runtime({"generation": worker}).run(controller.process("q"), method="majority_vote", seed=0, limits=Limits(deadline_s=0.2)))
-    assert failure.value.reason == "deadline"
-    assert failure.value.account.status == "deadline_exceeded"
+        asyncio.run(
+            Runtime({"generation": worker}).run(
+                controller.process("q"),
+                method="majority_vote",
+                seed=0,
+                limits=Limits(deadline_s=0.2),
+            )
+        )
+    assert failure.value.reason is Status.DEADLINE
+    assert failure.value.account.status is Status.DEADLINE
     assert worker.started == 4 and worker.cancelled == 4
 
 
 def test_cancellation_stops_outstanding_work():
     worker = SlowWorker()
-    controller = build_controller("majority_vote", {"samples": 3}, PromptFormat(), Caps())
+    controller = build_controller("majority_vote", {"samples": 3}, PromptFormat(), DEFAULT_CAPS)
 
     async def scenario():
-        run = asyncio.ensure_future(Runtime({"generation": worker}).run(controller.process("q"), method="majority_vote", seed=0))
+        run = asyncio.ensure_future(
+            Runtime({"generation": worker}).run(
+                controller.process("q"), method="majority_vote", seed=0
+            )
+        )
         await asyncio.sleep(0.1)
         run.cancel()
         return await run
 
     with pytest.raises(RequestFailed) as failure:
         asyncio.run(scenario())
-    assert failure.value.reason == "cancelled"
+    assert failure.value.reason is Status.CANCELLED
     assert worker.cancelled == 3
 
 
 def test_task_budget_is_enforced(run_method):
     with pytest.raises(RequestFailed) as failure:
-        run_method("majority_vote", {"samples": 8}, {"generation": scripted(["\\boxed{1}"])}, limits=Limits(max_tasks=5))
-    assert failure.value.reason == "budget"
+        run_method(
+            "majority_vote",
+            {"samples": 8},
+            {"generation": scripted(["\\boxed{1}"])},
+            limits=Limits(max_tasks=5),
+        )
+    assert failure.value.reason is Status.BUDGET
 
 
 def test_worker_errors_fail_the_request_with_the_message(run_method):
@@ -159,7 +199,7 @@ def test_worker_errors_fail_the_request_with_the_message(run_method):
 
     with pytest.raises(RequestFailed) as failure:
         run_method("cot", {}, {"generation": FunctionWorker(broken)})
-    assert failure.value.reason == "worker" and "generator is gone" in str(failure.value)
+    assert failure.value.reason is Status.WORKER and "generator is gone" in str(failure.value)
 
 
 class TwoBranches(Controller):
@@ -176,7 +216,11 @@ class TwoBranches(Controller):
 
 def test_parallel_branches_run_concurrently_with_their_own_seeds():
     worker = scripted(["x"])
-    account = asyncio.run(Runtime({"generation": worker}).run(TwoBranches(MethodParams(), PromptFormat()).process("q"), method="two", seed=3))
+    account = asyncio.run(
+        Runtime({"generation": worker}).run(
+            TwoBranches(MethodParams(), PromptFormat()).process("q"), method="two", seed=3
+        )
+    )
     a, b = account.outcome.text.split(",")
     assert a.startswith("a:") and b.startswith("b:")
     assert int(a[2:]) == derive_seed(3, (0,), 0) and int(b[2:]) == derive_seed(3, (1,), 0)

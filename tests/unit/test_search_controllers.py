@@ -9,11 +9,14 @@ from collections import Counter
 
 import pytest
 
-from scaffolding_backend.core.params import Caps, InvalidParameter, build_params
-from scaffolding_backend.core.prompts import PromptFormat
-from scaffolding_backend.core.scoring import aggregate
 from scaffolding_backend.controllers import METHODS
+from scaffolding_backend.kernel.params import Caps, InvalidParameter, build_params
+from scaffolding_backend.kernel.prompts import PromptFormat
+from scaffolding_backend.reasoning.scoring import aggregate
+from scaffolding_backend.service.config import ScaffoldingConfig
 from scaffolding_backend.workers.in_process import FunctionWorker
+
+DEFAULT_CAPS = ScaffoldingConfig().caps
 
 FORMAT = PromptFormat()
 HEAD = FORMAT.prompt("q")
@@ -33,12 +36,27 @@ TREE = {
     ("c", "c1"): ["c1 done \\boxed{9}", "c1x"],
 }
 FALLBACK_STEP = "end \\boxed{0}"
-# The scripted PRM's score of each step (0.5 when unlisted); a step's score is the same wherever it stands.
+# The scripted PRM's score of each step (0.5 when unlisted); a step's score is the same
+# wherever it stands.
 SCORES = {
-    "a": 0.9, "b": 0.2, "c": 0.8, "d": 0.1,
-    "a1": 0.3, "a2": 0.95, "b1": 0.4, "b2": 0.5, "c1": 0.85, "c2": 0.2,
-    "a2 done \\boxed{5}": 0.9, "a2x": 0.1, "c1 done \\boxed{9}": 0.7, "c1x": 0.2,
-    "b2 done \\boxed{4}": 0.6, "b2y": 0.15, "a1 end \\boxed{1}": 0.05, "b1 end \\boxed{8}": 0.99,
+    "a": 0.9,
+    "b": 0.2,
+    "c": 0.8,
+    "d": 0.1,
+    "a1": 0.3,
+    "a2": 0.95,
+    "b1": 0.4,
+    "b2": 0.5,
+    "c1": 0.85,
+    "c2": 0.2,
+    "a2 done \\boxed{5}": 0.9,
+    "a2x": 0.1,
+    "c1 done \\boxed{9}": 0.7,
+    "c1x": 0.2,
+    "b2 done \\boxed{4}": 0.6,
+    "b2y": 0.15,
+    "a1 end \\boxed{1}": 0.05,
+    "b1 end \\boxed{8}": 0.99,
 }
 
 
@@ -55,7 +73,7 @@ class ScriptedGenerator(FunctionWorker):
         return self.tree.get(steps, [FALLBACK_STEP])
 
     def generate(self, task):
-        steps = tuple(FORMAT.split_steps(task.prompt[len(HEAD):]))
+        steps = tuple(FORMAT.split_steps(task.prompt[len(HEAD) :]))
         options = self.options(steps)
         new = [options[self.asked[steps] % len(options)]]
         self.asked[steps] += 1
@@ -112,7 +130,12 @@ def test_aggregations_and_unknown_ones():
 
 # -- best-of-N and weighted best-of-N ----------------------------------------------------
 
-SOLUTIONS = ["x\n\nx: \\boxed{3}", "y\n\ny: \\boxed{3}", "z\n\nz: \\boxed{3}", "w\n\nw: \\boxed{7}"]  # every step distinct
+SOLUTIONS = [
+    "x\n\nx: \\boxed{3}",
+    "y\n\ny: \\boxed{3}",
+    "z\n\nz: \\boxed{3}",
+    "w\n\nw: \\boxed{7}",
+]  # every step distinct
 
 
 def sampled_world(step_scores):
@@ -124,7 +147,7 @@ def sampled_world(step_scores):
 
 
 def test_best_of_n_picks_the_highest_score_even_for_a_minority_answer(run_method):
-    tools, generator, prm = sampled_world([[0.5, 0.3], [0.5, 0.3], [0.5, 0.3], [0.5, 0.9]])
+    tools, _generator, prm = sampled_world([[0.5, 0.3], [0.5, 0.3], [0.5, 0.3], [0.5, 0.9]])
     events = []
     account = run_method("best_of_n", {"samples": 4}, tools, events=events)
     assert account.outcome.answer.text == "7"
@@ -137,19 +160,36 @@ def test_best_of_n_picks_the_highest_score_even_for_a_minority_answer(run_method
 
 def test_best_of_n_aggregation_changes_the_pick_and_ties_go_to_the_earliest(run_method):
     step_scores = [[0.9, 0.2], [0.1, 0.8], [0.1, 0.8], [0.3, 0.3]]
-    assert run_method("best_of_n", {"samples": 4}, sampled_world(step_scores)[0]).to_json()["chosen"] == 1
-    assert run_method("best_of_n", {"samples": 4, "aggregation": "min"}, sampled_world(step_scores)[0]).to_json()["chosen"] == 3
-    assert run_method("best_of_n", {"samples": 4, "aggregation": "mean"}, sampled_world(step_scores)[0]).to_json()["chosen"] == 0
+    assert (
+        run_method("best_of_n", {"samples": 4}, sampled_world(step_scores)[0]).to_json()["chosen"]
+        == 1
+    )
+    assert (
+        run_method(
+            "best_of_n", {"samples": 4, "aggregation": "min"}, sampled_world(step_scores)[0]
+        ).to_json()["chosen"]
+        == 3
+    )
+    assert (
+        run_method(
+            "best_of_n", {"samples": 4, "aggregation": "mean"}, sampled_world(step_scores)[0]
+        ).to_json()["chosen"]
+        == 0
+    )
 
 
 def test_weighted_best_of_n_sums_scores_per_answer(run_method):
     # three 0.35s for "3" (1.05) beat one 0.9 for "7" ...
-    account = run_method("weighted_best_of_n", {"samples": 4}, sampled_world([[1, 0.35]] * 3 + [[1, 0.9]])[0])
+    account = run_method(
+        "weighted_best_of_n", {"samples": 4}, sampled_world([[1, 0.35]] * 3 + [[1, 0.9]])[0]
+    )
     assert account.outcome.answer.text == "3"
     groups = {g["answer"]: g["weight"] for g in account.to_json()["tally"]["groups"]}
     assert groups == {"3": pytest.approx(1.05), "7": pytest.approx(0.9)}
     # ... but three 0.1s (0.3) do not, though "3" has the majority.
-    account = run_method("weighted_best_of_n", {"samples": 4}, sampled_world([[1, 0.1]] * 3 + [[1, 0.9]])[0])
+    account = run_method(
+        "weighted_best_of_n", {"samples": 4}, sampled_world([[1, 0.1]] * 3 + [[1, 0.9]])[0]
+    )
     assert account.outcome.answer.text == "7"
 
 
@@ -166,10 +206,16 @@ def test_beam_search_keeps_the_top_beam_width_and_follows_the_best_branch(run_me
     assert [s["kept"] for s in steps] == [[0, 2], [1, 2], [0, 2]]
     assert [len(s["candidates"]) for s in steps] == [4, 4, 4]
     assert prm.batches == [4, 4, 4]  # one batched reward request per step
-    expanded = Counter(FORMAT.split_steps(t.prompt[len(HEAD):])[-1] if t.prompt != HEAD else "" for t in generator.calls)
+    expanded = Counter(
+        FORMAT.split_steps(t.prompt[len(HEAD) :])[-1] if t.prompt != HEAD else ""
+        for t in generator.calls
+    )
     assert expanded == {"": 4, "a": 2, "c": 2, "a2": 2, "c1": 2}  # b and d were pruned
     assert account.outcome.answer.text == "5"
-    assert texts(account.to_json()) == ["a\n\na2\n\na2 done \\boxed{5}", "c\n\nc1\n\nc1 done \\boxed{9}"]
+    assert texts(account.to_json()) == [
+        "a\n\na2\n\na2 done \\boxed{5}",
+        "c\n\nc1\n\nc1 done \\boxed{9}",
+    ]
     assert account.outcome.candidates[0].step_scores == [0.9, 0.95, 0.9]
     assert [e.data["step"] for e in events if e.kind == "step"] == [1, 2, 3]
     assert events[-1].kind == "best" and events[-1].data["answer"] == "5"
@@ -188,7 +234,12 @@ def test_beam_search_out_of_steps_completes_the_best_partial_path(run_method):
 def test_beam_search_respects_tight_server_caps(run_method):
     caps = Caps(max_samples=4, max_tokens=64, max_steps=2)
     tools, generator, _ = workers()
-    run_method("beam_search", {"samples": 4, "beam_width": 2, "max_steps": 2, "max_tokens": 64}, tools, caps=caps)
+    run_method(
+        "beam_search",
+        {"samples": 4, "beam_width": 2, "max_steps": 2, "max_tokens": 64},
+        tools,
+        caps=caps,
+    )
     assert all(task.max_tokens <= 64 for task in generator.calls)
     assert len(generator.tasks("expand")) <= 4 * 2
     with pytest.raises(InvalidParameter) as error:
@@ -200,7 +251,7 @@ def test_beam_search_respects_tight_server_caps(run_method):
 
 
 def test_dvts_searches_independent_subtrees_greedily(run_method):
-    tools, generator, prm = workers(prm=ScriptedPRM({**SCORES, "b": 0.85}))
+    tools, _generator, prm = workers(prm=ScriptedPRM({**SCORES, "b": 0.85}))
     account = run_method("dvts", {"samples": 4, "beam_width": 2}, tools)
     record = account.to_json()
     assert record["subtrees"] == 2
@@ -212,7 +263,11 @@ def test_dvts_searches_independent_subtrees_greedily(run_method):
     assert prm.batches == [4, 4, 4]  # all subtrees scored in one request per step
     assert texts(record) == ["a\n\na2\n\na2 done \\boxed{5}", "c\n\nc1\n\nc1 done \\boxed{9}"]
     assert account.outcome.answer.text == "5"
-    beam = run_method("beam_search", {"samples": 4, "beam_width": 2, "max_steps": 1}, workers(prm=ScriptedPRM({**SCORES, "b": 0.85}))[0])
+    beam = run_method(
+        "beam_search",
+        {"samples": 4, "beam_width": 2, "max_steps": 1},
+        workers(prm=ScriptedPRM({**SCORES, "b": 0.85}))[0],
+    )
     assert beam.outcome.details["steps"][0]["kept"] == [0, 1]
 
 
@@ -220,11 +275,18 @@ def test_dvts_searches_independent_subtrees_greedily(run_method):
 
 
 def test_tree_of_thoughts_keeps_beam_width_states_per_level(run_method):
-    tools, generator, prm = workers()
-    account = run_method("tree_of_thoughts", {"children_per_node": 2, "beam_width": 2, "max_depth": 5}, tools)
+    tools, _generator, prm = workers()
+    account = run_method(
+        "tree_of_thoughts", {"children_per_node": 2, "beam_width": 2, "max_depth": 5}, tools
+    )
     steps = account.outcome.details["steps"]
     # level 1: a, b (both kept); level 2: a1 .3 a2 .95 b1 .4 b2 .5 -> a2, b2; level 3: both finish.
-    assert [[c["text"].split("\n\n")[-1] for c in s["candidates"]] for s in steps][1] == ["a1", "a2", "b1", "b2"]
+    assert [[c["text"].split("\n\n")[-1] for c in s["candidates"]] for s in steps][1] == [
+        "a1",
+        "a2",
+        "b1",
+        "b2",
+    ]
     assert [s["kept"] for s in steps] == [[0, 1], [1, 3], [0, 2]]
     assert all(len(s["kept"]) <= 2 for s in steps)
     assert prm.batches == [2, 4, 4]
@@ -236,7 +298,10 @@ def test_tree_of_thoughts_keeps_beam_width_states_per_level(run_method):
 
 
 def expanded_at(account, iteration):
-    return [c["text"].split("\n\n")[-1] for c in account.outcome.details["steps"][iteration - 1]["candidates"]]
+    return [
+        c["text"].split("\n\n")[-1]
+        for c in account.outcome.details["steps"][iteration - 1]["candidates"]
+    ]
 
 
 def test_mcts_without_exploration_follows_the_best_value(run_method):
@@ -244,14 +309,18 @@ def test_mcts_without_exploration_follows_the_best_value(run_method):
     params = {"iterations": 3, "children_per_node": 2, "max_depth": 3, "exploration": 0.0}
     account = run_method("mcts", params, tools)
     # 1: root -> a .9, b .2; 2: a is best -> a1, a2; 3: a (mean .72) then a2 .95 -> a2 done, a2x
-    assert [expanded_at(account, i) for i in (1, 2, 3)] == [["a", "b"], ["a1", "a2"], ["a2 done \\boxed{5}", "a2x"]]
+    assert [expanded_at(account, i) for i in (1, 2, 3)] == [
+        ["a", "b"],
+        ["a1", "a2"],
+        ["a2 done \\boxed{5}", "a2x"],
+    ]
     assert prm.batches == [2, 2, 2]
     assert account.outcome.answer.text == "5"
     assert generator.tasks("complete") == []
 
 
 def test_mcts_with_large_exploration_visits_the_neglected_branch(run_method):
-    tools, generator, prm = workers()
+    tools, generator, _prm = workers()
     params = {"iterations": 3, "children_per_node": 2, "max_depth": 3, "exploration": 10.0}
     account = run_method("mcts", params, tools)
     # at iteration 3, b's exploration bonus (1 visit) outweighs a's better mean (3 visits)
@@ -263,11 +332,13 @@ def test_mcts_with_large_exploration_visits_the_neglected_branch(run_method):
 
 
 def test_mcts_respects_iterations_and_max_depth(run_method):
-    tools, generator, prm = workers()
-    account = run_method("mcts", {"iterations": 4, "children_per_node": 2, "max_depth": 1, "exploration": 0.0}, tools)
+    tools, generator, _prm = workers()
+    account = run_method(
+        "mcts", {"iterations": 4, "children_per_node": 2, "max_depth": 1, "exploration": 0.0}, tools
+    )
     assert len(account.outcome.details["steps"]) == 4
     assert len(generator.tasks("expand")) == 2  # only the root could be expanded
-    assert all(len(FORMAT.split_steps(t.prompt[len(HEAD):])) <= 1 for t in generator.calls)
+    assert all(len(FORMAT.split_steps(t.prompt[len(HEAD) :])) <= 1 for t in generator.calls)
     assert account.outcome.details["root_children"][0]["visits"] == 4  # a re-counted twice
 
 
@@ -312,7 +383,7 @@ BAD_PARAMS = [
 @pytest.mark.parametrize("method, params, field", BAD_PARAMS)
 def test_bad_params_are_refused_naming_the_field(method, params, field):
     with pytest.raises(InvalidParameter) as error:
-        build_params(METHODS[method].Params, params, Caps())
+        build_params(METHODS[method].Params, params, DEFAULT_CAPS)
     assert error.value.field == field
 
 
@@ -334,11 +405,15 @@ def test_the_account_is_json_carries_the_details_and_stays_within_caps(run_metho
     record = json.loads(json.dumps(account.to_json()))
     assert record["status"] == "ok" and record["method"] == method
     assert record["answer"] is not None
-    assert record["candidates"] and all("score" in c and "step_scores" in c for c in record["candidates"])
+    assert record["candidates"] and all(
+        "score" in c and "step_scores" in c for c in record["candidates"]
+    )
     assert record["sub_requests_by_model"]["reward"] == len(prm.batches)
     assert record["tasks"] == len(generator.calls) + sum(prm.batches)
     assert all(task.max_tokens == 64 for task in generator.calls)
     assert max(prm.batches) <= 4  # no step scores more than the sample cap allows
     if not method.endswith("best_of_n"):
         assert 1 <= len(record["steps"]) <= 3
-        assert all(len(FORMAT.split_steps(task.prompt[len(HEAD):])) < 3 for task in generator.calls)
+        assert all(
+            len(FORMAT.split_steps(task.prompt[len(HEAD) :])) < 3 for task in generator.calls
+        )

@@ -1,1 +1,3 @@
-from scaffolding_backend.triton.generator_model import GeneratorModel as TritonPythonModel  # noqa: F401
+from scaffolding_backend.triton.generator_model import (
+    GeneratorModel as TritonPythonModel,  # noqa: F401
+)

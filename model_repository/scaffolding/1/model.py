@@ -1,1 +1,3 @@
-from scaffolding_backend.triton.scaffolding_model import ScaffoldingModel as TritonPythonModel  # noqa: F401
+from scaffolding_backend.triton.scaffolding_model import (
+    ScaffoldingModel as TritonPythonModel,  # noqa: F401
+)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 GENERATION = "generation"
 REWARD = "reward"
+
+
+class FinishReason(str, enum.Enum):
+    """Why a generation ended, whatever words its engine uses for it."""
+
+    EOS = "eos"  # the model ended the text
+    STOP_WORD = "stop_word"  # a stop word was written (a step ended at the delimiter)
+    LENGTH = "length"  # cut by max_tokens or the context
 
 
 @dataclass
@@ -14,7 +24,7 @@ class Task:
     worker_tag: str
     phase: str  # account label for the wall time spent waiting on this task
     # called by the runtime as soon as this task finishes; a returned Progress is streamed
-    on_done: Callable[["Task"], Any] | None = field(default=None, repr=False, kw_only=True)
+    on_done: Callable[[Task], Any] | None = field(default=None, repr=False, kw_only=True)
 
 
 @dataclass
@@ -31,9 +41,10 @@ class GenerationTask(Task):
     output_text: str | None = None
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
+    token_counts_from: str = "none"  # "engine", "log_probs", "tokenizer" or "none"
     cum_log_prob: float | None = None
     token_log_probs: list[float] | None = None
-    finish_reason: str | None = None  # "eos", "stop_word" or "length"
+    finish_reason: FinishReason | None = None
 
     @property
     def sampled(self) -> bool:
@@ -49,8 +60,22 @@ class RewardTask(Task):
     score: float | None = None
 
 
-def generation(prompt: str, *, max_tokens: int, temperature: float = 0.0, phase: str = "generate", **kwargs) -> GenerationTask:
-    return GenerationTask(worker_tag=GENERATION, phase=phase, prompt=prompt, max_tokens=max_tokens, temperature=temperature, **kwargs)
+def generation(
+    prompt: str,
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    phase: str = "generate",
+    **kwargs: Any,
+) -> GenerationTask:
+    return GenerationTask(
+        worker_tag=GENERATION,
+        phase=phase,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        **kwargs,
+    )
 
 
 def reward(query: str, steps: list[str], *, phase: str = "score") -> RewardTask:

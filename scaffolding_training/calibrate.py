@@ -1,6 +1,6 @@
 """Measure how much headroom the shipped generator leaves for inference-time compute.
 
-    python tools/calibrate.py --model models/generator --n 400
+    python -m scaffolding_training.calibrate --model models/generator --n 400
 
 Prints greedy accuracy, single-sample accuracy at T=0.8 (mean over all samples),
 majority@8 (vote over the integers boxed by 8 samples at T=0.8) and pass@8 on the
@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scaffolding_backend.datasets.arithmetic import PROMPT_TEMPLATE, last_boxed_int, read_jsonl  # noqa: E402
-from scaffolding_backend.engines.causal_lm import CausalLMEngine, GenerationRequest  # noqa: E402
+from scaffolding_backend.engines.causal_lm import CausalLMEngine, GenerationRequest
+from scaffolding_training.arithmetic import PROMPT_TEMPLATE, last_boxed_int, read_jsonl
 
 
 class _EngineSampler:
@@ -33,8 +29,12 @@ class _EngineSampler:
         self.engine = CausalLMEngine(model_dir)
 
     def __call__(self, prompts, temperature, seeds, max_tokens):
-        reqs = [GenerationRequest(prompt=p, max_tokens=max_tokens, temperature=temperature, top_p=1.0, top_k=0, seed=s)
-                for p, s in zip(prompts, seeds)]
+        reqs = [
+            GenerationRequest(
+                prompt=p, max_tokens=max_tokens, temperature=temperature, top_p=1.0, top_k=0, seed=s
+            )
+            for p, s in zip(prompts, seeds)
+        ]
         return [r.text for r in self.engine.generate(reqs)]
 
 
@@ -71,9 +71,13 @@ def main() -> None:
     def run(jobs):  # jobs: list of (prompt, seed); returns texts in order
         texts = []
         for i in range(0, len(jobs), args.batch_size):
-            chunk = jobs[i:i + args.batch_size]
-            texts += sampler([p for p, _ in chunk], args.temperature if jobs is sample_jobs else 0.0,
-                             [s for _, s in chunk], args.max_tokens)
+            chunk = jobs[i : i + args.batch_size]
+            texts += sampler(
+                [p for p, _ in chunk],
+                args.temperature if jobs is sample_jobs else 0.0,
+                [s for _, s in chunk],
+                args.max_tokens,
+            )
         return texts
 
     greedy_acc = None
@@ -81,9 +85,11 @@ def main() -> None:
         sample_jobs = None
         greedy = run([(p, 0) for p in prompts])
         greedy_acc = sum(last_boxed_int(t) == g for t, g in zip(greedy, gold)) / len(gold)
-    sample_jobs = [(prompts[q], args.seed + q * args.k + j) for q in range(len(prompts)) for j in range(args.k)]
+    sample_jobs = [
+        (prompts[q], args.seed + q * args.k + j) for q in range(len(prompts)) for j in range(args.k)
+    ]
     samples = run(sample_jobs)
-    per_q = [samples[q * args.k:(q + 1) * args.k] for q in range(len(prompts))]
+    per_q = [samples[q * args.k : (q + 1) * args.k] for q in range(len(prompts))]
     answers = [[last_boxed_int(t) for t in texts] for texts in per_q]
     single = sum(a == g for ans, g in zip(answers, gold) for a in ans) / (len(gold) * args.k)
     first = sum(ans[0] == g for ans, g in zip(answers, gold)) / len(gold)
@@ -91,7 +97,9 @@ def main() -> None:
     pass_k = sum(g in ans for ans, g in zip(answers, gold)) / len(gold)
     wall = time.time() - t0
 
-    print(f"\nmodel {args.model}  data {args.data}  N={len(gold)}  k={args.k}  T={args.temperature}")
+    print(
+        f"\nmodel {args.model}  data {args.data}  N={len(gold)}  k={args.k}  T={args.temperature}"
+    )
     print("| metric | accuracy |")
     print("|---|---|")
     if greedy_acc is not None:
@@ -104,7 +112,10 @@ def main() -> None:
     if args.save_samples:
         with open(args.save_samples, "w") as f:
             for d, texts in zip(data, per_q):
-                f.write(json.dumps({"question": d["question"], "answer": d["answer"], "samples": texts}) + "\n")
+                f.write(
+                    json.dumps({"question": d["question"], "answer": d["answer"], "samples": texts})
+                    + "\n"
+                )
 
 
 if __name__ == "__main__":

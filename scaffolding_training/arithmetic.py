@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
-from ..core.prompts import DEFAULT_STEP_DELIMITER as STEP_SEPARATOR
-from ..core.prompts import DEFAULT_TEMPLATE as PROMPT_TEMPLATE
-from ..core.prompts import PromptFormat
+from scaffolding_backend.kernel.prompts import DEFAULT_STEP_DELIMITER as STEP_SEPARATOR
+from scaffolding_backend.kernel.prompts import DEFAULT_TEMPLATE as PROMPT_TEMPLATE
+from scaffolding_backend.kernel.prompts import PromptFormat
 
 PROGRAM_PROMPT_TEMPLATE = "Question: {question}\nProgram:\n"
 
@@ -38,17 +38,41 @@ SEED_BASE = {"train": 1_000_000_000, "dev": 2_000_000_000, "test": 3_000_000_000
 SHIPPED_SIZES = {"dev": 200, "test": 400}
 
 NAMES = [
-    ("Tom", "he", "his", "him"), ("Mia", "she", "her", "her"), ("Ravi", "he", "his", "him"),
-    ("Lena", "she", "her", "her"), ("Omar", "he", "his", "him"), ("Sofia", "she", "her", "her"),
-    ("Ken", "he", "his", "him"), ("Ada", "she", "her", "her"), ("Luis", "he", "his", "him"),
-    ("Nora", "she", "her", "her"), ("Sam", "he", "his", "him"), ("Ines", "she", "her", "her"),
-    ("Yuki", "she", "her", "her"), ("Ben", "he", "his", "him"), ("Zara", "she", "her", "her"),
+    ("Tom", "he", "his", "him"),
+    ("Mia", "she", "her", "her"),
+    ("Ravi", "he", "his", "him"),
+    ("Lena", "she", "her", "her"),
+    ("Omar", "he", "his", "him"),
+    ("Sofia", "she", "her", "her"),
+    ("Ken", "he", "his", "him"),
+    ("Ada", "she", "her", "her"),
+    ("Luis", "he", "his", "him"),
+    ("Nora", "she", "her", "her"),
+    ("Sam", "he", "his", "him"),
+    ("Ines", "she", "her", "her"),
+    ("Yuki", "she", "her", "her"),
+    ("Ben", "he", "his", "him"),
+    ("Zara", "she", "her", "her"),
     ("Ivan", "he", "his", "him"),
 ]
 FRIENDS = ["a friend", "a neighbor", "his cousin", "a classmate", "the teacher", "a stranger"]
 OBJECTS = [
-    "apples", "stickers", "marbles", "coins", "books", "pencils", "cookies", "stamps",
-    "cards", "shells", "beads", "eggs", "candles", "buttons", "oranges", "toys",
+    "apples",
+    "stickers",
+    "marbles",
+    "coins",
+    "books",
+    "pencils",
+    "cookies",
+    "stamps",
+    "cards",
+    "shells",
+    "beads",
+    "eggs",
+    "candles",
+    "buttons",
+    "oranges",
+    "toys",
 ]
 CONTAINERS = ["boxes", "bags", "jars", "packs", "crates", "baskets"]
 PLACES = ["at the market", "at the fair", "at school", "in the park", "at the store", "online"]
@@ -107,7 +131,7 @@ class Difficulty:
     add: tuple[int, int] = (2, 30)
     sub_max: int = 30
     mul: tuple[int, int] = (2, 4)
-    mul_cap: int = 300        # no multiply step when the product would exceed this
+    mul_cap: int = 300  # no multiply step when the product would exceed this
     prod_k: tuple[int, int] = (2, 4)
     prod_m: tuple[int, int] = (2, 12)
     div: tuple[int, int] = (2, 4)
@@ -119,8 +143,8 @@ class Difficulty:
 class Problem:
     question: str
     answer: int
-    solution: str                 # natural-language steps, "\n\n"-separated
-    program: str                  # Python program whose last line prints the answer
+    solution: str  # natural-language steps, "\n\n"-separated
+    program: str  # Python program whose last line prints the answer
     steps: list[tuple[int, str, int, int]] = field(default_factory=list)  # (x, op, y, z)
 
     def to_json(self) -> dict:
@@ -138,16 +162,24 @@ def generate_problem(rng: random.Random, difficulty: Difficulty | None = None) -
     cont = rng.choice(CONTAINERS)
     friend = rng.choice(FRIENDS).replace("his ", his + " ")
     fill = {
-        "Name": name, "he": he, "He": _cap(he), "his": his, "His": _cap(his), "him": him,
-        "himself": "himself" if he == "he" else "herself", "obj": obj, "cont": cont,
-        "friend": friend, "Friend": _cap(friend),
+        "Name": name,
+        "he": he,
+        "He": _cap(he),
+        "his": his,
+        "His": _cap(his),
+        "him": him,
+        "himself": "himself" if he == "he" else "herself",
+        "obj": obj,
+        "cont": cont,
+        "friend": friend,
+        "Friend": _cap(friend),
     }
     n_steps = rng.randint(d.min_steps, d.max_steps)
 
     x = rng.randint(*d.start)
     sentences = [rng.choice(START_TEMPLATES).format(a=x, **fill)]
     steps: list[tuple[int, str, int, int]] = []
-    lines: list[str] = []          # solution steps
+    lines: list[str] = []  # solution steps
     prog = [f"{obj} = {x}"]
     while len(steps) < n_steps:
         room = n_steps - len(steps)
@@ -215,7 +247,9 @@ def make_split(name: str, n: int, difficulty: Difficulty | None = None) -> list[
     exclude: set[str] = set()
     if name == "train":
         for held_out in ("dev", "test"):
-            exclude |= {p.question for p in make_split(held_out, SHIPPED_SIZES[held_out], difficulty)}
+            exclude |= {
+                p.question for p in make_split(held_out, SHIPPED_SIZES[held_out], difficulty)
+            }
     out: list[Problem] = []
     seen: set[str] = set()
     i = 0
@@ -233,7 +267,10 @@ def split_overlap(a: Iterable[str | Problem | dict], b: Iterable[str | Problem |
     """Question texts present in both collections (empty set = no leakage)."""
 
     def texts(xs):
-        return {x if isinstance(x, str) else x.question if isinstance(x, Problem) else x["question"] for x in xs}
+        return {
+            x if isinstance(x, str) else x.question if isinstance(x, Problem) else x["question"]
+            for x in xs
+        }
 
     return texts(a) & texts(b)
 
@@ -337,11 +374,16 @@ def check_steps(question: str, solution_text: str, gold: str | int | None = None
                     break
                 available.add(c)
             boxed = last_boxed_int(step)
-            if ok and "\\boxed" in step:
-                if boxed is None or boxed not in available:
-                    ok = False
-                elif gold_answer is not None and boxed != gold_answer:
-                    ok = False
+            if (
+                ok
+                and "\\boxed" in step
+                and (
+                    boxed is None
+                    or boxed not in available
+                    or (gold_answer is not None and boxed != gold_answer)
+                )
+            ):
+                ok = False
         labels.append(ok)
     return labels
 
@@ -357,7 +399,9 @@ def result_digit_labels(step: str) -> dict[int, bool]:
         for k, ch in enumerate(written):
             if ch.isdigit():
                 last = k == len(written) - 1
-                labels[start + k] = written[: k + 1] == truth[: k + 1] and (not last or written == truth)
+                labels[start + k] = written[: k + 1] == truth[: k + 1] and (
+                    not last or written == truth
+                )
 
     last_written = None
     for eq in _EQ_RE.finditer(step):
@@ -386,15 +430,20 @@ def slip_result(solution_text: str, step_index: int, rng: random.Random) -> str 
     right = eq.group(4)
     digits = list(right.lstrip("-"))
     pos = rng.randrange(len(digits))
-    choices = [d for d in "0123456789" if d != digits[pos] and not (pos == 0 and d == "0" and len(digits) > 1)]
+    choices = [
+        d
+        for d in "0123456789"
+        if d != digits[pos] and not (pos == 0 and d == "0" and len(digits) > 1)
+    ]
     digits[pos] = rng.choice(choices)
     wrong = ("-" if right.startswith("-") else "") + "".join(digits)
-    step = step[: eq.start(4)] + wrong + step[eq.end(4):]
+    step = step[: eq.start(4)] + wrong + step[eq.end(4) :]
     step = step.replace(f"\\boxed{{{right}}}", f"\\boxed{{{wrong}}}")
-    return STEP_SEPARATOR.join(steps[:step_index] + [step])
+    return STEP_SEPARATOR.join([*steps[:step_index], step])
 
 
 # ----------------------------------------------------------------------------- files
+
 
 def write_jsonl(path: str | Path, problems: list[Problem]) -> None:
     path = Path(path)
@@ -410,7 +459,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def main() -> None:
-    """Write the shipped splits: ``python -m scaffolding_backend.datasets.arithmetic``."""
+    """Write the shipped splits: ``python -m scaffolding_training.arithmetic``."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,12 +12,13 @@ import asyncio
 import hashlib
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from .account import Account, Status
 from .controller import Outcome, Parallel, Process, Progress
 from .tasks import GenerationTask, Task
-
 
 TaskDone = Callable[[Task], None]
 
@@ -28,62 +29,19 @@ class Worker(Protocol):
         return how many sub-requests that took."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
     deadline_s: float | None = None
     max_tasks: int | None = None  # generation + reward tasks one request may issue
 
 
 class RequestFailed(Exception):
-    """The request could not finish; ``reason`` is "deadline", "budget", "cancelled" or "worker"."""
+    """The request could not finish; ``reason`` says why."""
 
-    def __init__(self, reason: str, message: str, account: "Account"):
+    def __init__(self, reason: Status, message: str, account: Account):
         super().__init__(message)
         self.reason = reason
         self.account = account
-
-
-@dataclass
-class Account:
-    method: str
-    seed: int
-    status: str = "running"
-    tasks: int = 0
-    sub_requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    phase_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    wall_seconds: float = 0.0
-    outcome: Outcome | None = None
-
-    @property
-    def total_sub_requests(self) -> int:
-        return sum(self.sub_requests.values())
-
-    def record_tasks(self, tasks: list[Task]) -> None:
-        for task in tasks:
-            if isinstance(task, GenerationTask):
-                self.prompt_tokens += task.num_prompt_tokens
-                self.output_tokens += task.num_output_tokens
-
-    def to_json(self) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "method": self.method,
-            "seed": self.seed,
-            "status": self.status,
-            "tasks": self.tasks,
-            "sub_requests": self.total_sub_requests,
-            "sub_requests_by_model": dict(self.sub_requests),
-            "prompt_tokens": self.prompt_tokens,
-            "output_tokens": self.output_tokens,
-            "wall_seconds": round(self.wall_seconds, 4),
-            "phase_seconds": {phase: round(s, 4) for phase, s in self.phase_seconds.items()},
-        }
-        if self.outcome is not None:
-            record["answer"] = self.outcome.answer.text if self.outcome.answer else None
-            record["candidates"] = [c.to_json() for c in self.outcome.candidates]
-            record.update(self.outcome.details)
-        return record
 
 
 def derive_seed(request_seed: int, path: tuple[int, ...], counter: int) -> int:
@@ -117,13 +75,15 @@ class Runtime:
         drive = self._drive(process, _Branch(()), account, limits, on_progress)
         try:
             account.outcome = await asyncio.wait_for(drive, timeout=limits.deadline_s)
-            account.status = "ok"
+            account.status = Status.OK
         except asyncio.TimeoutError:
-            account.status = "deadline_exceeded"
-            raise RequestFailed("deadline", f"request exceeded its deadline of {limits.deadline_s} s", account) from None
+            account.status = Status.DEADLINE
+            raise RequestFailed(
+                Status.DEADLINE, f"request exceeded its deadline of {limits.deadline_s} s", account
+            ) from None
         except asyncio.CancelledError:
-            account.status = "cancelled"
-            raise RequestFailed("cancelled", "request was cancelled", account) from None
+            account.status = Status.CANCELLED
+            raise RequestFailed(Status.CANCELLED, "request was cancelled", account) from None
         except RequestFailed as failure:
             account.status = failure.reason
             raise
@@ -131,7 +91,9 @@ class Runtime:
             account.wall_seconds = time.perf_counter() - started
         return account
 
-    async def _drive(self, process: Process, branch: _Branch, account: Account, limits: Limits, on_progress) -> Outcome:
+    async def _drive(
+        self, process: Process, branch: _Branch, account: Account, limits: Limits, on_progress
+    ) -> Outcome:
         reply: Any = None
         while True:
             try:
@@ -144,7 +106,7 @@ class Runtime:
                 reply = None
             elif isinstance(item, Parallel):
                 branches = [
-                    self._drive(sub, _Branch(branch.path + (index,)), account, limits, on_progress)
+                    self._drive(sub, _Branch((*branch.path, index)), account, limits, on_progress)
                     for index, sub in enumerate(item.branches)
                 ]
                 reply = await asyncio.gather(*branches)
@@ -152,9 +114,14 @@ class Runtime:
                 await self._run_tasks(item, branch, account, limits, on_progress)
                 reply = item
             else:
-                raise TypeError(f"a controller yielded {type(item).__name__}; expected a task list, Parallel or Progress")
+                raise TypeError(
+                    f"a controller yielded {type(item).__name__}; "
+                    "expected a task list, Parallel or Progress"
+                )
 
-    async def _run_tasks(self, tasks: list[Task], branch: _Branch, account: Account, limits: Limits, on_progress) -> None:
+    async def _run_tasks(
+        self, tasks: list[Task], branch: _Branch, account: Account, limits: Limits, on_progress
+    ) -> None:
         for task in tasks:
             if isinstance(task, GenerationTask) and task.sampled and task.seed is None:
                 task.seed = derive_seed(account.seed, branch.path, branch.sampled_tasks)
@@ -162,11 +129,13 @@ class Runtime:
         by_tag: dict[str, list[Task]] = defaultdict(list)
         for task in tasks:
             if task.worker_tag not in self.workers:
-                raise RequestFailed("worker", f"no worker serves tasks tagged '{task.worker_tag}'", account)
+                raise RequestFailed(
+                    Status.WORKER, f"no worker serves tasks tagged '{task.worker_tag}'", account
+                )
             by_tag[task.worker_tag].append(task)
         if limits.max_tasks is not None and account.tasks + len(tasks) > limits.max_tasks:
             raise RequestFailed(
-                "budget",
+                Status.BUDGET,
                 f"request needs more than its budget of {limits.max_tasks} tasks "
                 f"({account.tasks} used, {len(tasks)} more asked)",
                 account,
@@ -180,11 +149,15 @@ class Runtime:
 
         started = time.perf_counter()
         try:
-            counts = await asyncio.gather(*(self.workers[tag].run(group, on_done) for tag, group in by_tag.items()))
+            counts = await asyncio.gather(
+                *(self.workers[tag].run(group, on_done) for tag, group in by_tag.items())
+            )
         except RequestFailed:
             raise
         except Exception as error:  # a worker's failure fails this request, not the server
-            raise RequestFailed("worker", f"{type(error).__name__}: {error}", account) from error
+            raise RequestFailed(
+                Status.WORKER, f"{type(error).__name__}: {error}", account
+            ) from error
         for tag, count in zip(by_tag, counts):
             account.sub_requests[tag] += count
         account.record_tasks(tasks)

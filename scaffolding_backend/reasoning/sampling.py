@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Callable, Generator
 
+from ..kernel.controller import Candidate, Progress
+from ..kernel.params import InvalidParameter, MethodParams
+from ..kernel.prompts import PromptFormat
+from ..kernel.tasks import GenerationTask, Task, generation
 from .answers import extract_answer
-from .controller import Candidate, Progress
-from .params import InvalidParameter, MethodParams
-from .prompts import PromptFormat
-from .tasks import GenerationTask, generation
 
 
 @dataclass
@@ -25,7 +25,9 @@ class SamplingParams(MethodParams):
         if not 0 < self.top_p <= 1:
             raise InvalidParameter("top_p", f"must be in (0, 1], got {self.top_p}")
 
-    def task(self, prompt: str, *, phase: str, stop_words: list[str] | None = None, greedy: bool = False) -> GenerationTask:
+    def task(
+        self, prompt: str, *, phase: str, stop_words: list[str] | None = None, greedy: bool = False
+    ) -> GenerationTask:
         return generation(
             prompt,
             max_tokens=self.max_tokens,
@@ -57,14 +59,18 @@ def sample_candidates(
     tasks = [params.task(prompt_format.prompt(question), phase="sample") for _ in range(count)]
     candidates: list[Candidate | None] = [None] * count
 
-    def finished(index: int) -> Callable[[GenerationTask], Progress | None]:
-        def record(task: GenerationTask) -> Progress | None:
-            candidates[index] = candidate_from(task)
-            return on_candidate(index, candidates[index]) if on_candidate else None
+    def finished(index: int) -> Callable[[Task], Progress | None]:
+        def record(task: Task) -> Progress | None:
+            assert isinstance(task, GenerationTask)
+            candidate = candidates[index] = candidate_from(task)
+            return on_candidate(index, candidate) if on_candidate else None
 
         return record
 
     for index, task in enumerate(tasks):
         task.on_done = finished(index)
     yield tasks
-    return [candidate if candidate is not None else candidate_from(task) for candidate, task in zip(candidates, tasks)]
+    return [
+        candidate if candidate is not None else candidate_from(task)
+        for candidate, task in zip(candidates, tasks)
+    ]

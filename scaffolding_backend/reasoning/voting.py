@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
-from .answers import Answer
-from .controller import Candidate
+from ..kernel.controller import Answer, Candidate
+from .answers import answers_equal
 
 
 @dataclass
@@ -16,7 +16,12 @@ class AnswerGroup:
     weight: float = 0.0
 
     def to_json(self) -> dict:
-        return {"answer": self.answer.text, "votes": len(self.members), "weight": round(self.weight, 6), "members": self.members}
+        return {
+            "answer": self.answer.text,
+            "votes": len(self.members),
+            "weight": round(self.weight, 6),
+            "members": self.members,
+        }
 
 
 class Tally:
@@ -31,7 +36,7 @@ class Tally:
             self.abstained.append(index)
             return
         for group in self.groups:
-            if group.answer.equals(answer):
+            if answers_equal(group.answer, answer):
                 break
         else:
             group = AnswerGroup(answer)
@@ -40,7 +45,8 @@ class Tally:
         group.weight += weight
 
     def winner(self) -> AnswerGroup | None:
-        """Heaviest group; a tie goes to the answer that appeared first (deterministic given the seed)."""
+        """Heaviest group; a tie goes to the answer that appeared first (deterministic given
+        the seed)."""
         best: AnswerGroup | None = None
         for group in self.groups:  # strict '>' keeps the earliest of equal weights
             if best is None or group.weight > best.weight:
@@ -52,8 +58,10 @@ class Tally:
         return {"groups": [g.to_json() for g in ranked], "abstained": self.abstained}
 
 
-def tally(candidates: Sequence[Candidate], weights: Sequence[float] | None = None) -> Tally:
+def tally(candidates: Sequence[Candidate], weights: Sequence[float | None] | None = None) -> Tally:
+    """One vote per candidate, or its weight (an unscored candidate weighs nothing)."""
     result = Tally()
     for index, candidate in enumerate(candidates):
-        result.add(index, candidate.answer, 1.0 if weights is None else weights[index])
+        weight = 1.0 if weights is None else weights[index] or 0.0
+        result.add(index, candidate.answer, weight)
     return result

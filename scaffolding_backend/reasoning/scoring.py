@@ -10,14 +10,15 @@ the step scores *aggregated* (search-and-learn's ``agg_strategy``): ``last``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from .controller import Candidate, Progress
-from .params import InvalidParameter
-from .prompts import PromptFormat
+from ..kernel.controller import Candidate, EventKind, Progress
+from ..kernel.params import InvalidParameter
+from ..kernel.prompts import PromptFormat
+from ..kernel.tasks import RewardTask, reward
 from .sampling import SamplingParams, sample_candidates
-from .tasks import RewardTask, reward
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
 
@@ -36,14 +37,18 @@ def aggregate(step_scores: Sequence[float], how: str) -> float:
     return sum(step_scores) / len(step_scores)
 
 
-def best_index(scores: Sequence[float]) -> int:
+def _rank(score: float | None) -> float:
+    return -math.inf if score is None else score  # an unscored solution never beats a scored one
+
+
+def best_index(scores: Sequence[float | None]) -> int:
     """Index of the highest score; the earliest wins a tie, so a replayed request picks the same."""
-    return max(range(len(scores)), key=lambda index: (scores[index], -index))
+    return max(range(len(scores)), key=lambda index: (_rank(scores[index]), -index))
 
 
-def top_indexes(scores: Sequence[float], count: int) -> list[int]:
+def top_indexes(scores: Sequence[float | None], count: int) -> list[int]:
     """The ``count`` highest scores' indexes, best first; ties keep the earlier one."""
-    return sorted(range(len(scores)), key=lambda index: (-scores[index], index))[:count]
+    return sorted(range(len(scores)), key=lambda index: (-_rank(scores[index]), index))[:count]
 
 
 @dataclass
@@ -55,7 +60,9 @@ class RewardGuidedParams(SamplingParams):
     def check(self) -> None:
         super().check()
         if self.aggregation not in AGGREGATIONS:
-            raise InvalidParameter("aggregation", f"must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+            raise InvalidParameter(
+                "aggregation", f"must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}"
+            )
 
 
 class Scorable(Protocol):
@@ -69,35 +76,54 @@ S = TypeVar("S", bound=Scorable)
 
 
 def score_solutions(
-    question: str, solutions: Sequence[S], steps_of: Callable[[S], Sequence[str]], how: str, *, phase: str = "score"
+    question: str,
+    solutions: Sequence[S],
+    steps_of: Callable[[S], Sequence[str]],
+    how: str,
+    *,
+    phase: str = "score",
 ) -> Generator[list[RewardTask], Any, list[float]]:
     """Score solutions with the reward model in ONE yield (the worker sends one batched
     request), set each one's ``step_scores`` and aggregated ``score``, return the scores."""
-    tasks = [reward(question, steps_of(solution), phase=phase) for solution in solutions]
+    tasks = [reward(question, list(steps_of(solution)), phase=phase) for solution in solutions]
     if tasks:
         yield tasks
+    scores = []
     for solution, task in zip(solutions, tasks):
-        # An ORM (or a PRM given no step text) may leave step_scores empty: its outcome score stands for them.
-        solution.step_scores = [float(s) for s in task.step_scores] if task.step_scores else [float(task.score)]
+        # An ORM (or a PRM given no step text) may leave step_scores empty: its outcome
+        # score stands for them.
+        step_scores = task.step_scores or ([] if task.score is None else [task.score])
+        solution.step_scores = [float(s) for s in step_scores]
         solution.score = aggregate(solution.step_scores, how)
-    return [solution.score for solution in solutions]
+        scores.append(solution.score)
+    return scores
 
 
 def score_candidates(
     question: str, candidates: Sequence[Candidate], prompt_format: PromptFormat, how: str
 ) -> Generator[list[RewardTask], Any, list[float]]:
-    return (yield from score_solutions(question, candidates, lambda c: prompt_format.split_steps(c.text), how))
+    return (
+        yield from score_solutions(
+            question, candidates, lambda c: prompt_format.split_steps(c.text), how
+        )
+    )
 
 
 def sample_and_score(
     question: str, count: int, params: RewardGuidedParams, prompt_format: PromptFormat
 ) -> Generator[Any, Any, list[Candidate]]:
-    """Draw ``count`` full solutions, stream each as it finishes, then score them all in one batch."""
+    """Draw ``count`` full solutions, stream each as it finishes, then score them all in
+    one batch."""
 
     def on_sample(index: int, candidate: Candidate) -> Progress:
         answer = candidate.answer.text if candidate.answer else None
-        return Progress("sample", {"index": index, "answer": answer, "output_tokens": candidate.output_tokens})
+        return Progress(
+            EventKind.SAMPLE,
+            {"index": index, "answer": answer, "output_tokens": candidate.output_tokens},
+        )
 
-    candidates = yield from sample_candidates(question, count, params, prompt_format, on_candidate=on_sample)
+    candidates = yield from sample_candidates(
+        question, count, params, prompt_format, on_candidate=on_sample
+    )
     yield from score_candidates(question, candidates, prompt_format, params.aggregation)
     return candidates

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+from ..kernel.controller import Answer
 
 # math-verify's own timeouts use SIGALRM, which only works on the main thread, and a
 # Triton stub or an asyncio executor is not that; we bound the input length instead.
@@ -24,18 +25,6 @@ _LATEX_ONLY = [LatexExtractionConfig(boxed_match_priority=0)]
 _LATEX_OR_EXPR = [LatexExtractionConfig(), ExprExtractionConfig()]
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*(.+)", re.IGNORECASE | re.DOTALL)
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
-
-
-@dataclass(frozen=True)
-class Answer:
-    """An extracted answer: ``text`` for people and JSON, ``parsed`` for math-verify."""
-
-    text: str
-    parsed: tuple[Any, ...]
-    source: str  # "boxed", "answer_is" or "last_number"
-
-    def equals(self, other: "Answer") -> bool:
-        return answers_equal(self, other)
 
 
 def last_boxed_content(text: str) -> str | None:
@@ -77,7 +66,9 @@ def extract_answer(text: str) -> Answer | None:
     if numbers:
         parsed = _parsed(numbers[-1], _LATEX_OR_EXPR)
         if parsed:
-            return Answer(text=numbers[-1].replace(",", ""), parsed=tuple(parsed), source="last_number")
+            return Answer(
+                text=numbers[-1].replace(",", ""), parsed=tuple(parsed), source="last_number"
+            )
     return None
 
 

@@ -14,14 +14,15 @@ the path goes on; ``"eos"`` or ``"length"`` (cut by max_tokens) finishes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, TypeVar
 
-from .answers import Answer, extract_answer
-from .controller import Candidate, Controller, Outcome, Progress
-from .prompts import PromptFormat
+from ..kernel.controller import Answer, Candidate, Controller, EventKind, Outcome, Progress
+from ..kernel.prompts import PromptFormat
+from ..kernel.tasks import FinishReason, GenerationTask
+from .answers import extract_answer
 from .scoring import RewardGuidedParams, best_index, score_solutions, top_indexes
-from .tasks import GenerationTask
 
 
 @dataclass
@@ -33,19 +34,29 @@ class Path:
     step_scores: list[float] | None = None  # from the last time the PRM judged this path
     score: float | None = None  # step_scores aggregated
 
-    def extended(self, task: GenerationTask, prompt_format: PromptFormat, *, finished: bool | None = None) -> "Path":
+    def extended(
+        self, task: GenerationTask, prompt_format: PromptFormat, *, finished: bool | None = None
+    ) -> Path:
         """This path with the task's generation appended. Splitting (rather than taking the text
         as one step) tolerates a worker that ignores stop words and an empty step."""
         steps = self.steps + tuple(prompt_format.split_steps(task.output_text or ""))
-        done = task.finish_reason != "stop_word" if finished is None else finished
+        done = task.finish_reason != FinishReason.STOP_WORD if finished is None else finished
         answer = extract_answer(prompt_format.join_steps(list(steps))) if done else None
         return Path(steps, done, self.output_tokens + task.num_output_tokens, answer)
+
+    def judged(self) -> float:
+        """The aggregated score, once the PRM has judged this path."""
+        if self.score is None:
+            raise ValueError("this path has not been scored yet")
+        return self.score
 
     def text(self, prompt_format: PromptFormat) -> str:
         return prompt_format.join_steps(list(self.steps))
 
     def to_candidate(self, prompt_format: PromptFormat) -> Candidate:
-        return Candidate(self.text(prompt_format), self.answer, self.output_tokens, self.score, self.step_scores)
+        return Candidate(
+            self.text(prompt_format), self.answer, self.output_tokens, self.score, self.step_scores
+        )
 
     def to_json(self, prompt_format: PromptFormat) -> dict[str, Any]:
         return {
@@ -67,7 +78,9 @@ class StepwiseSearch:
 
     # -- generation -------------------------------------------------------------------------
 
-    def expand(self, parents: Sequence[Path], children: Sequence[int]) -> Generator[list[GenerationTask], Any, list[list[Path]]]:
+    def expand(
+        self, parents: Sequence[Path], children: Sequence[int]
+    ) -> Generator[list[GenerationTask], Any, list[list[Path]]]:
         """Give ``parents[i]`` ``children[i]`` one-step continuations, all generated in one yield;
         return the children grouped by parent."""
         repeated = [parent for parent, count in zip(parents, children) for _ in range(count)]
@@ -78,35 +91,55 @@ class StepwiseSearch:
             start += count
         return groups
 
-    def complete(self, paths: Sequence[Path], *, greedy: bool, phase: str = "complete") -> Generator[Any, Any, list[Path]]:
+    def complete(
+        self, paths: Sequence[Path], *, greedy: bool, phase: str = "complete"
+    ) -> Generator[Any, Any, list[Path]]:
         """Generate each path to the end (no stop word) and score the solutions: rollouts, or the
         fallback when the step budget ran out before any path finished."""
         done = yield from self._continue(paths, phase=phase, one_step=False, greedy=greedy)
         yield from self.score(done)
         return done
 
-    def _continue(self, paths: Sequence[Path], *, phase: str, one_step: bool, greedy: bool = False) -> Generator[list[GenerationTask], Any, list[Path]]:
+    def _continue(
+        self, paths: Sequence[Path], *, phase: str, one_step: bool, greedy: bool = False
+    ) -> Generator[list[GenerationTask], Any, list[Path]]:
         stop_words = [self.prompt_format.step_delimiter] if one_step else None
         tasks = [
-            self.params.task(self.prompt_format.prompt(self.question, path.steps), phase=phase, stop_words=stop_words, greedy=greedy)
+            self.params.task(
+                self.prompt_format.prompt(self.question, path.steps),
+                phase=phase,
+                stop_words=stop_words,
+                greedy=greedy,
+            )
             for path in paths
         ]
         if tasks:
             yield tasks
-        return [path.extended(task, self.prompt_format, finished=None if one_step else True) for path, task in zip(paths, tasks)]
+        return [
+            path.extended(task, self.prompt_format, finished=None if one_step else True)
+            for path, task in zip(paths, tasks)
+        ]
 
     # -- scoring ----------------------------------------------------------------------------
 
     def score(self, paths: Sequence[Path]) -> Generator[Any, Any, list[float]]:
-        return (yield from score_solutions(self.question, paths, lambda path: path.steps, self.params.aggregation))
+        return (
+            yield from score_solutions(
+                self.question, paths, lambda path: path.steps, self.params.aggregation
+            )
+        )
 
-    def expand_and_score(self, parents: Sequence[Path], children: Sequence[int]) -> Generator[Any, Any, list[list[Path]]]:
+    def expand_and_score(
+        self, parents: Sequence[Path], children: Sequence[int]
+    ) -> Generator[Any, Any, list[list[Path]]]:
         """One search step's work: one generation yield, then one reward request for every child."""
         groups = yield from self.expand(parents, children)
         yield from self.score([child for group in groups for child in group])
         return groups
 
-    def beam(self, width: int, levels: int, branching: Callable[[list[Path]], list[int]]) -> Generator[Any, Any, list[Path]]:
+    def beam(
+        self, width: int, levels: int, branching: Callable[[list[Path]], list[int]]
+    ) -> Generator[Any, Any, list[Path]]:
         """A beam over steps from the empty solution: each level gives the live paths
         ``branching(paths)`` children each, scores them all, keeps the ``width`` best children
         of all parents (a kept path that finished leaves the beam as a solution). Stops when the
@@ -129,19 +162,30 @@ class StepwiseSearch:
         self.finished.extend(path for path in paths if path.finished)
         return [path for path in paths if not path.finished]
 
-    def report(self, step: int, candidates: Sequence[Path], **extra: Any) -> Generator[Progress, Any, None]:
+    def report(
+        self, step: int, candidates: Sequence[Path], **extra: Any
+    ) -> Generator[Progress, Any, None]:
         """Log a search step (its candidates with their scores, plus method-specific fields such
         as ``kept``) and stream it, followed by the current best."""
-        record = {"step": step, "candidates": [path.to_json(self.prompt_format) for path in candidates], **extra}
+        record = {
+            "step": step,
+            "candidates": [path.to_json(self.prompt_format) for path in candidates],
+            **extra,
+        }
         self.log.append(record)
-        yield Progress("step", record)
+        yield Progress(EventKind.STEP, record)
         pool = self.finished or [path for path in candidates if path.score is not None]
         if pool:
             leader = pool[best_index([path.score for path in pool])]
-            yield Progress("best", self._best_event(leader, step))
+            yield Progress(EventKind.BEST, self._best_event(leader, step))
 
     def _best_event(self, path: Path, step: int | None) -> dict[str, Any]:
-        return {"step": step, "answer": path.answer.text if path.answer else None, "score": path.score, "finished": path.finished}
+        return {
+            "step": step,
+            "answer": path.answer.text if path.answer else None,
+            "score": path.score,
+            "finished": path.finished,
+        }
 
     def conclude(self, unfinished: Sequence[Path], **details: Any) -> Generator[Any, Any, Outcome]:
         """The best finished path by aggregated PRM score (earliest on a tie). When none finished,
@@ -154,15 +198,22 @@ class StepwiseSearch:
             return Outcome(text="", answer=None, details=details)
         chosen = best_index([path.score for path in self.finished])
         details["chosen"] = chosen
-        yield Progress("best", self._best_event(self.finished[chosen], None))
+        yield Progress(EventKind.BEST, self._best_event(self.finished[chosen], None))
         candidates = [path.to_candidate(self.prompt_format) for path in self.finished]
-        return Outcome(text=candidates[chosen].text, answer=candidates[chosen].answer, candidates=candidates, details=details)
+        return Outcome(
+            text=candidates[chosen].text,
+            answer=candidates[chosen].answer,
+            candidates=candidates,
+            details=details,
+        )
 
 
-class StepwiseController(Controller):
-    """Base of the step-wise search methods: their knobs, the prompt format, one search per question."""
+R = TypeVar("R", bound=RewardGuidedParams)
 
-    Params: type[RewardGuidedParams]
+
+class StepwiseController(Controller[R]):
+    """Base of the step-wise search methods: their knobs, the prompt format, one search
+    per question."""
 
     def start(self, question: str) -> StepwiseSearch:
         return StepwiseSearch(question, self.params, self.prompt_format)

@@ -1,10 +1,10 @@
 """Train the tiny shipped generator (tokenizer + Llama causal LM) from scratch on CPU.
 
-    python tools/train_generator.py --out models/generator --steps 5000 --stop-after 3400 \
-        --result-digit-smoothing 0.1
+    python -m scaffolding_training.train_generator --out models/generator --steps 5000 \
+        --stop-after 3400 --result-digit-smoothing 0.1
 
-(those are the defaults). Deterministic (fixed seeds, fixed step count, 2 threads). Trains on the arithmetic
-task family of ``scaffolding_backend.datasets.arithmetic``: the natural-language
+(those are the defaults). Deterministic (fixed seeds, fixed step count, 2 threads).
+Trains on the arithmetic task family of ``scaffolding_training.arithmetic``: the natural-language
 solution format (``PROMPT_TEMPLATE``) and, for a fraction of examples, the
 program-aided format (``PROGRAM_PROMPT_TEMPLATE``). Loss is on the completion only.
 
@@ -27,9 +27,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scaffolding_backend.datasets.arithmetic import (  # noqa: E402
+from scaffolding_training.arithmetic import (
     PROGRAM_PROMPT_TEMPLATE,
     PROMPT_TEMPLATE,
     make_split,
@@ -45,7 +43,10 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -56,8 +57,13 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS, pad_token=EOS, bos_token=EOS, unk_token=None,
-        padding_side="left", model_max_length=512,
+        tokenizer_object=tok,
+        eos_token=EOS,
+        pad_token=EOS,
+        bos_token=EOS,
+        unk_token=None,
+        padding_side="left",
+        model_max_length=512,
     )
     return fast
 
@@ -73,13 +79,20 @@ def examples(problems, program_fraction: float, seed: int) -> list[tuple[str, st
     return out
 
 
-def result_digit_masks(completions: list[str], offsets: list[list[tuple[int, int]]]) -> list[list[bool]]:
+def result_digit_masks(
+    completions: list[str], offsets: list[list[tuple[int, int]]]
+) -> list[list[bool]]:
     """Per completion token: is it a digit of a computed result (``= 43``, ``\\boxed{24}``)?
     The same digits the reward models get per-digit labels for (``result_digit_labels``)."""
     masks = []
     for text, token_spans in zip(completions, offsets):
         result_chars = result_digit_labels(text).keys()
-        masks.append([end > start and all(i in result_chars for i in range(start, end)) for start, end in token_spans])
+        masks.append(
+            [
+                end > start and all(i in result_chars for i in range(start, end))
+                for start, end in token_spans
+            ]
+        )
     return masks
 
 
@@ -111,15 +124,27 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--result-digit-smoothing", type=float, default=0.1,
-                    help="label smoothing over the ten digit tokens, only for the digits of computed results "
-                         "(after '=' and inside \\boxed{}) of natural-language solutions")
-    ap.add_argument("--stop-after", type=int, default=3400,
-                    help="stop after this many steps while the schedule spans --steps (the shipped checkpoint: 3400); "
-                         "0 = run all --steps")
-    ap.add_argument("--checkpoint-every", type=int, default=0, help="also save model copies every N steps")
+    ap.add_argument(
+        "--result-digit-smoothing",
+        type=float,
+        default=0.1,
+        help="label smoothing over the ten digit tokens, only for the digits of computed results "
+        "(after '=' and inside \\boxed{}) of natural-language solutions",
+    )
+    ap.add_argument(
+        "--stop-after",
+        type=int,
+        default=3400,
+        help="stop after this many steps while the schedule spans --steps "
+        "(the shipped checkpoint: 3400); 0 = run all --steps",
+    )
+    ap.add_argument(
+        "--checkpoint-every", type=int, default=0, help="also save model copies every N steps"
+    )
     ap.add_argument("--checkpoint-dir", default=None)
-    ap.add_argument("--max-minutes", type=float, default=19.5, help="safety stop (keeps the run within budget)")
+    ap.add_argument(
+        "--max-minutes", type=float, default=19.5, help="safety stop (keeps the run within budget)"
+    )
     args = ap.parse_args()
 
     t0 = time.time()
@@ -148,23 +173,42 @@ def main() -> None:
     digit_ids = tokenizer.convert_tokens_to_ids(list("0123456789"))
     smooth_masks = None
     if args.result_digit_smoothing > 0:
-        completions = [c if p.endswith("Answer:\n") else "" for p, c in pairs]  # natural-language solutions only
-        offsets = tokenizer(completions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        completions = [
+            c if p.endswith("Answer:\n") else "" for p, c in pairs
+        ]  # natural-language solutions only
+        offsets = tokenizer(completions, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
         smooth_masks = [
             [False] * len(pi) + (mask or [False] * len(ci)) + [False]
             for pi, ci, mask in zip(prompt_ids, comp_ids, result_digit_masks(completions, offsets))
         ]
         n_smoothed = sum(map(sum, smooth_masks))
-        print(f"[{time.time() - t0:.0f}s] {n_smoothed} result-digit tokens smoothed "
-              f"(epsilon {args.result_digit_smoothing})", flush=True)
+        print(
+            f"[{time.time() - t0:.0f}s] {n_smoothed} result-digit tokens smoothed "
+            f"(epsilon {args.result_digit_smoothing})",
+            flush=True,
+        )
     lens = [len(s) for s, _ in seqs]
-    print(f"[{time.time() - t0:.0f}s] tokens/example mean {sum(lens) / len(lens):.0f} max {max(lens)}", flush=True)
+    print(
+        f"[{time.time() - t0:.0f}s] tokens/example mean {sum(lens) / len(lens):.0f} "
+        f"max {max(lens)}",
+        flush=True,
+    )
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
-        max_position_embeddings=512, tie_word_embeddings=True, rope_theta=10000.0,
-        bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id,
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
     )
     model = LlamaForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
@@ -173,7 +217,9 @@ def main() -> None:
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.98), eps=1e-8,
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-8,
     )
 
     def lr_at(step: int) -> float:
@@ -191,8 +237,8 @@ def main() -> None:
             rng.shuffle(order)
             chunk = args.batch_size * 50
             for c in range(0, len(order) - chunk + 1, chunk):
-                part = sorted(order[c:c + chunk], key=lambda i: len(seqs[i][0]))
-                group = [part[b:b + args.batch_size] for b in range(0, chunk, args.batch_size)]
+                part = sorted(order[c : c + chunk], key=lambda i: len(seqs[i][0]))
+                group = [part[b : b + args.batch_size] for b in range(0, chunk, args.batch_size)]
                 rng.shuffle(group)
                 yield from group
 
@@ -211,7 +257,7 @@ def main() -> None:
         for r, (s, plen) in enumerate(batch):
             ids[r, : len(s)] = torch.tensor(s)
             mask[r, : len(s)] = 1
-            labels[r, plen: len(s)] = torch.tensor(s[plen:])
+            labels[r, plen : len(s)] = torch.tensor(s[plen:])
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         if smooth_masks is None:
@@ -221,7 +267,9 @@ def main() -> None:
             for r, i in enumerate(batch_idx):
                 smoothed[r, : len(smooth_masks[i])] = torch.tensor(smooth_masks[i])
             logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = smoothed_result_loss(logits, labels, smoothed, digit_ids, args.result_digit_smoothing)
+            loss = smoothed_result_loss(
+                logits, labels, smoothed, digit_ids, args.result_digit_smoothing
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -229,8 +277,16 @@ def main() -> None:
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 100 == 0 or step == args.steps - 1:
             el = time.time() - t_train
-            print(f"step {step} loss {ema:.4f} lr {lr_at(step):.2e} {el:.0f}s ({el / (step + 1):.3f}s/step)", flush=True)
-        if args.checkpoint_every and args.checkpoint_dir and (step + 1) % args.checkpoint_every == 0:
+            print(
+                f"step {step} loss {ema:.4f} lr {lr_at(step):.2e} {el:.0f}s "
+                f"({el / (step + 1):.3f}s/step)",
+                flush=True,
+            )
+        if (
+            args.checkpoint_every
+            and args.checkpoint_dir
+            and (step + 1) % args.checkpoint_every == 0
+        ):
             ck = Path(args.checkpoint_dir) / f"step-{step + 1}"
             model.save_pretrained(ck, safe_serialization=True)
             tokenizer.save_pretrained(ck)
@@ -243,13 +299,16 @@ def main() -> None:
 
     model.eval()
     model.generation_config = GenerationConfig(
-        eos_token_id=eos_id, pad_token_id=eos_id, bos_token_id=eos_id, max_new_tokens=256,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        bos_token_id=eos_id,
+        max_new_tokens=256,
         do_sample=False,
     )
     model.save_pretrained(out, safe_serialization=True)
     wall = time.time() - t0
     meta = {
-        "command": " ".join(["python"] + sys.argv),
+        "command": " ".join(["python", *sys.argv]),
         "args": vars(args),
         "params": n_params,
         "steps_done": step + 1,

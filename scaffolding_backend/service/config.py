@@ -1,0 +1,256 @@
+"""Typed configuration of this project's Triton models: one dataclass per model kind,
+every default written once, one way to override it.
+
+A model's settings come from its ``config.pbtxt`` ``parameters`` (strings), then from
+the JSON object in the environment variable its class names (``overrides_env``), so a
+deployment (docker-compose, an NGC container) can retarget a model without editing
+files. Unknown keys, values of the wrong type and values that would make every request
+fail are refused when the model loads, with the key named. Upper-case keys belong to
+the Python backend itself (``EXECUTION_ENV_PATH``, ...) and are left to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ..kernel.params import Caps
+from ..kernel.prompts import DEFAULT_STEP_DELIMITER, DEFAULT_TEMPLATE, PromptFormat
+
+
+class ConfigError(ValueError):
+    """A configuration value is refused; ``key`` names it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config parameter '{key}': {message}")
+        self.key = key
+
+
+C = TypeVar("C", bound="ModelConfig")
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _convert(key: str, raw: Any, annotation: Any) -> Any:
+    """A config value from ``config.pbtxt`` (always a string) or from JSON (typed)."""
+    kinds = [t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)]
+    kind = kinds[0]
+    if typing.get_origin(kind) is tuple:  # a list: "a,b" in config.pbtxt, ["a", "b"] in JSON
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(key, f"expected a comma-separated list of names, got {raw!r}")
+        return tuple(item.strip() for item in items if item.strip())
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ConfigError(key, f"expected true or false, got {raw!r}")
+    if kind in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigError(key, f"expected a number, got {raw!r}")
+        try:
+            value = kind(raw.strip()) if isinstance(raw, str) else kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                key, f"expected {'an integer' if kind is int else 'a number'}, got {raw!r}"
+            ) from None
+        if kind is int and isinstance(raw, float) and raw != value:
+            raise ConfigError(key, f"expected an integer, got {raw!r}")
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(key, f"must be finite, got {raw!r}")
+        return value
+    if not isinstance(raw, str):
+        raise ConfigError(key, f"expected a string, got {raw!r}")
+    return raw
+
+
+def _overrides(variable: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    raw = environ.get(variable, "")
+    if not raw.strip():
+        return {}
+    try:
+        overrides = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ConfigError(variable, f"the environment variable is not JSON: {error}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(
+            variable, "the environment variable must hold a JSON object of config parameters"
+        )
+    return overrides
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Base of the per-model configs: loading, conversion and validation."""
+
+    overrides_env: ClassVar[str] = ""
+
+    @classmethod
+    def load(
+        cls: type[C], parameters: Mapping[str, str], environ: Mapping[str, str] | None = None
+    ) -> C:
+        values: dict[str, Any] = {
+            key: value for key, value in parameters.items() if not key.isupper()
+        }
+        values.update(_overrides(cls.overrides_env, os.environ if environ is None else environ))
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        for key in sorted(values):
+            if key not in fields:
+                raise ConfigError(key, f"unknown; {cls.__name__} takes {', '.join(sorted(fields))}")
+        missing = [
+            name
+            for name, field in fields.items()
+            if name not in values
+            and field.default is dataclasses.MISSING
+            and field.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(missing[0], "is required")
+        config = cls(**{key: _convert(key, value, hints[key]) for key, value in values.items()})
+        config.validate()
+        return config
+
+    @classmethod
+    def from_model_config(cls: type[C], model_config: Mapping[str, Any]) -> C:
+        """From the model configuration Triton hands ``initialize``
+        (``json.loads(args["model_config"])``)."""
+        parameters = {
+            key: value["string_value"] for key, value in model_config.get("parameters", {}).items()
+        }
+        return cls.load(parameters)
+
+    def validate(self) -> None:
+        """Refuse values that would make every request fail; raise ConfigError."""
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+
+    def _one_of(self, name: str, allowed: typing.Iterable[str]) -> None:
+        if getattr(self, name) not in allowed:
+            raise ConfigError(
+                name, f"must be one of {', '.join(sorted(allowed))}, got {getattr(self, name)!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ScaffoldingConfig(ModelConfig):
+    """The ``scaffolding`` / ``scaffolding_unary`` models (the controllers' host)."""
+
+    overrides_env: ClassVar[str] = "SCAFFOLDING_CONFIG_OVERRIDES"
+
+    generator_model: str = "generator"
+    generator_contract: str = "native"
+    # TensorRT-LLM models are decoupled when deployed with decoupled_mode;
+    # unset: the contract's default
+    generator_decoupled: bool | None = None
+    # a tokenizer (tokenizer.json) to count tokens with when the engine returns no counts
+    tokenizer_dir: str = ""
+    reward_model: str = "reward"
+    reward_models: tuple[str, ...] = ("reward", "reward_orm")
+    default_method: str = "majority_vote"
+    prompt_template: str = DEFAULT_TEMPLATE
+    step_delimiter: str = DEFAULT_STEP_DELIMITER
+    max_samples: int = 64
+    max_tokens: int = 1024
+    max_steps: int = 32
+    max_tasks: int = 1024
+    default_deadline_s: float = 300.0
+    max_deadline_s: float = 1800.0
+    bls_threads: int = 128
+
+    def validate(self) -> None:
+        from ..controllers import METHODS  # the registries decide which names exist
+        from ..workers.contracts import CONTRACTS
+
+        self._one_of("generator_contract", CONTRACTS)
+        self._positive("max_samples", "max_tokens", "max_steps", "max_tasks", "bls_threads")
+        self._one_of("default_method", METHODS)
+        if not 0 < self.default_deadline_s <= self.max_deadline_s:
+            raise ConfigError(
+                "default_deadline_s",
+                f"must be in (0, max_deadline_s={self.max_deadline_s}], "
+                f"got {self.default_deadline_s}",
+            )
+        if not self.generator_model:
+            raise ConfigError("generator_model", "must name the model that generates")
+        if "{question}" not in self.prompt_template:
+            raise ConfigError("prompt_template", "must contain '{question}'")
+        if not self.step_delimiter:
+            raise ConfigError("step_delimiter", "must not be empty")
+
+    @property
+    def caps(self) -> Caps:
+        return Caps(
+            max_samples=self.max_samples, max_tokens=self.max_tokens, max_steps=self.max_steps
+        )
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(template=self.prompt_template, step_delimiter=self.step_delimiter)
+
+    @property
+    def allowed_reward_models(self) -> frozenset[str]:
+        """Reward models a request may choose (``reward_model``); the default is always one."""
+        return frozenset(self.reward_models) | {self.reward_model}
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(ModelConfig):
+    """The CPU ``generator`` model (a Hugging Face causal LM)."""
+
+    overrides_env: ClassVar[str] = "SCAFFOLDING_GENERATOR_OVERRIDES"
+
+    model_dir: str
+    max_tokens_cap: int = 1024
+    # torch threads; 1 by default: several model processes each spinning on every core
+    # slowed generation about 30-fold on a 2-core machine. 0 means torch's default.
+    num_threads: int = 1
+
+    def validate(self) -> None:
+        self._positive("max_tokens_cap")
+        if self.num_threads < 0:
+            raise ConfigError(
+                "num_threads", f"must be 0 (torch's default) or more, got {self.num_threads}"
+            )
+
+
+@dataclass(frozen=True)
+class RewardConfig(ModelConfig):
+    """The CPU ``reward`` / ``reward_orm`` models (a PRM or an ORM)."""
+
+    overrides_env: ClassVar[str] = "SCAFFOLDING_REWARD_OVERRIDES"
+
+    model_dir: str
+    num_threads: int = 1
+    max_rows_per_request: int = 256
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        self._positive("max_rows_per_request")
+        if self.num_threads < 0:
+            raise ConfigError(
+                "num_threads", f"must be 0 (torch's default) or more, got {self.num_threads}"
+            )
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ConfigError("device", f"must be cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def resolve_model_dir(path: str, model_repository: str, *, key: str = "model_dir") -> str:
+    """A model directory named in config: absolute, or relative to the checkout that holds
+    the model repository (``<checkout>/model_repository/<model>`` is ``model_repository``)."""
+    resolved = Path(path) if os.path.isabs(path) else Path(model_repository).parent.parent / path
+    if not resolved.is_dir():
+        raise ConfigError(key, f"directory {str(resolved)!r} does not exist")
+    return str(resolved.resolve())

@@ -1,0 +1,52 @@
+"""The generation worker a scaffolding model's config asks for: which contract its
+generator speaks, over which transport, and how tokens are counted when the engine
+does not count them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..kernel.runtime import Worker
+from ..service.config import ConfigError, ScaffoldingConfig, resolve_model_dir
+from .contracts import TRITON_CONTRACTS
+from .contracts.base import TokenCounter
+
+
+class TokenizerCounter:
+    """Counts tokens with a Hugging Face ``tokenizer.json`` (the ``tokenizers`` library,
+    no torch)."""
+
+    def __init__(self, directory: str):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ConfigError(
+                "tokenizer_dir", "needs the 'tokenizers' package (pip install tokenizers)"
+            ) from None
+        path = Path(directory) / "tokenizer.json"
+        if not path.is_file():
+            raise ConfigError("tokenizer_dir", f"{str(path)!r} does not exist")
+        self.tokenizer = Tokenizer.from_file(str(path))
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def generation_worker_factory(
+    config: ScaffoldingConfig, model_repository: str
+) -> Callable[..., Worker]:
+    """A function of a request's BLS context that returns its generation worker."""
+    counter: TokenCounter | None = None
+    if config.tokenizer_dir:
+        counter = TokenizerCounter(
+            resolve_model_dir(config.tokenizer_dir, model_repository, key="tokenizer_dir")
+        )
+    from .triton_bls import BLSContext, BLSGenerationWorker
+
+    contract = TRITON_CONTRACTS[config.generator_contract](decoupled=config.generator_decoupled)
+
+    def worker(context: BLSContext) -> Worker:
+        return BLSGenerationWorker(config.generator_model, contract, context, counter)
+
+    return worker
