@@ -126,6 +126,7 @@ class TritonServer:
         log_file: Path | str | None = None,
         extra_args: list[str] | None = None,
         startup_timeout_s: float = 300.0,
+        env: dict[str, str] | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.http_port = http_port or free_port()
@@ -135,6 +136,7 @@ class TritonServer:
         self.log_file = Path(log_file) if log_file else None
         self.extra_args = extra_args or []
         self.startup_timeout_s = startup_timeout_s
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -177,7 +179,7 @@ class TritonServer:
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
         install = find_tritonserver()
-        env = {**os.environ, **install.env}
+        env = {**os.environ, **install.env, **self.env}
         if self.generator_dir:
             overrides = json.loads(env.get(GeneratorConfig.overrides_env) or "{}")
             overrides["model_dir"] = str(Path(self.generator_dir).resolve())

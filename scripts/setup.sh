@@ -18,7 +18,7 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[cpu,client,test]"
+  .venv/bin/python -m pip install --quiet -e ".[cpu,client,openai,test]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

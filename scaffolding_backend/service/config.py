@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,8 +42,12 @@ _FALSE = {"false", "0", "no", "off"}
 
 def _convert(key: str, raw: Any, annotation: Any) -> Any:
     """A config value from ``config.pbtxt`` (always a string) or from JSON (typed)."""
-    kinds = [t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)]
-    kind = kinds[0]
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kind = (
+        next(t for t in typing.get_args(annotation) if t is not type(None))
+        if optional
+        else annotation
+    )
     if typing.get_origin(kind) is tuple:  # a list: "a,b" in config.pbtxt, ["a", "b"] in JSON
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
@@ -150,11 +155,22 @@ class ScaffoldingConfig(ModelConfig):
 
     overrides_env: ClassVar[str] = "SCAFFOLDING_CONFIG_OVERRIDES"
 
+    # where generation tasks go: a Triton model's name (or the model an OpenAI server serves),
+    # the contract it speaks (native, trtllm, trtllm_bls, trtllm_llmapi, vllm, openai) and,
+    # where that contract changed, its release ("" is the newest)
     generator_model: str = "generator"
     generator_contract: str = "native"
+    generator_release: str = ""
     # TensorRT-LLM models are decoupled when deployed with decoupled_mode;
     # unset: the contract's default
     generator_decoupled: bool | None = None
+    # ask a decoupled generator for token chunks as they are made (assembled by the worker)
+    generator_stream: bool = False
+    # the openai contract: the server's base URL (http://host:port/v1), which API, how many
+    # connections at most
+    generator_url: str = ""
+    generator_api: str = "completions"
+    generator_max_connections: int = 64
     # a tokenizer (tokenizer.json) to count tokens with when the engine returns no counts
     tokenizer_dir: str = ""
     reward_model: str = "reward"
@@ -172,9 +188,21 @@ class ScaffoldingConfig(ModelConfig):
 
     def validate(self) -> None:
         from ..controllers import METHODS  # the registries decide which names exist
-        from ..workers.contracts import CONTRACTS
+        from ..workers.contracts import CONTRACTS, TRITON_CONTRACTS
 
         self._one_of("generator_contract", CONTRACTS)
+        contract = TRITON_CONTRACTS.get(self.generator_contract)
+        if contract is not None and self.generator_release:
+            self._one_of("generator_release", contract.releases)
+        self._one_of("generator_api", ("completions", "chat"))
+        self._positive("generator_max_connections")
+        if self.generator_contract == "openai" and not self.generator_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                "generator_url",
+                f"the openai contract needs an http(s) URL, got {self.generator_url!r}",
+            )
         self._positive("max_samples", "max_tokens", "max_steps", "max_tasks", "bls_threads")
         self._one_of("default_method", METHODS)
         if not 0 < self.default_deadline_s <= self.max_deadline_s:

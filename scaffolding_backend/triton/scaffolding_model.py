@@ -22,8 +22,9 @@ from ..kernel.runtime import Limits, RequestFailed, Runtime, Worker
 from ..kernel.tasks import GENERATION, REWARD
 from ..service.config import ConfigError, ScaffoldingConfig
 from ..service.job import Job, parse_job
+from ..workers.context import RequestContext
 from ..workers.generation import generation_worker_factory
-from ..workers.triton_bls import BLSContext, BLSRewardWorker, ensure_bls_executor
+from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor
 from . import io
 from .metrics import ScaffoldingMetrics
 
@@ -130,7 +131,7 @@ class ScaffoldingModel:
         return self._final_response(account)
 
     def _workers(self, request: Any, job: Job) -> dict[str, Worker]:
-        context = BLSContext(trace=request.trace(), timeout_us=int(job.deadline_s * 1e6))
+        context = RequestContext.within(job.deadline_s, trace=request.trace())
         return {
             GENERATION: self.generation_worker(context),
             REWARD: BLSRewardWorker(job.reward_model, self.config.prompt_format, context),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..kernel.runtime import Worker
 from ..service.config import ConfigError, ScaffoldingConfig, resolve_model_dir
+from .context import RequestContext
 from .contracts import TRITON_CONTRACTS
 from .contracts.base import TokenCounter
 
@@ -32,21 +33,37 @@ class TokenizerCounter:
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def round_trip(self, text: str) -> str:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-def generation_worker_factory(
-    config: ScaffoldingConfig, model_repository: str
-) -> Callable[..., Worker]:
-    """A function of a request's BLS context that returns its generation worker."""
+
+WorkerFactory = Callable[[RequestContext], Worker]
+
+
+def generation_worker_factory(config: ScaffoldingConfig, model_repository: str) -> WorkerFactory:
+    """A function of a request's context that returns its generation worker."""
     counter: TokenCounter | None = None
     if config.tokenizer_dir:
-        counter = TokenizerCounter(
-            resolve_model_dir(config.tokenizer_dir, model_repository, key="tokenizer_dir")
+        directory = resolve_model_dir(config.tokenizer_dir, model_repository, key="tokenizer_dir")
+        counter = TokenizerCounter(directory)
+    if config.generator_contract == "openai":
+        from .openai_http import OpenAIEndpoint, OpenAIGenerationWorker, OpenAISessions
+
+        endpoint = OpenAIEndpoint(
+            config.generator_url,
+            config.generator_model,
+            config.generator_api,
+            config.generator_max_connections,
         )
-    from .triton_bls import BLSContext, BLSGenerationWorker
+        sessions = OpenAISessions(endpoint)
+        return lambda context: OpenAIGenerationWorker(endpoint, sessions, context, counter)
 
-    contract = TRITON_CONTRACTS[config.generator_contract](decoupled=config.generator_decoupled)
+    from .triton_bls import BLSGenerationWorker
 
-    def worker(context: BLSContext) -> Worker:
-        return BLSGenerationWorker(config.generator_model, contract, context, counter)
-
-    return worker
+    contract = TRITON_CONTRACTS[config.generator_contract](
+        release=config.generator_release,
+        decoupled=config.generator_decoupled,
+        stream=config.generator_stream,
+    )
+    return lambda context: BLSGenerationWorker(config.generator_model, contract, context, counter)

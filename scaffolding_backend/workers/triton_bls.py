@@ -2,16 +2,17 @@
 
 Generation speaks whichever contract the adapter declares (``contracts/``): the
 worker sends what the adapter builds, calls decoupled targets with decoupled BLS and
-hands every response to the adapter. Only importable inside a Triton Python-backend
-stub.
+hands every response to the adapter. A generation the request no longer needs
+(cancelled, past its deadline) is cancelled at the target where Triton or the contract
+allows it. Only importable inside a Triton Python-backend stub.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,12 @@ import triton_python_backend_utils as pb_utils
 from ..kernel.prompts import PromptFormat
 from ..kernel.runtime import TaskDone
 from ..kernel.tasks import GenerationTask, RewardTask, Task
+from .context import RequestContext
 from .contracts import TritonContract, TritonRequest, finish
 from .contracts.base import TokenCounter
 
 _executor_loops: set[int] = set()
+_background: set[asyncio.Future] = set()  # stop requests in flight, kept from the collector
 
 
 def ensure_bls_executor(threads: int) -> None:
@@ -40,12 +43,6 @@ class SubRequestFailed(RuntimeError):
     """A model called over BLS answered with an error."""
 
 
-@dataclass
-class BLSContext:
-    trace: Any | None = None  # the parent request's trace, so sub-requests show up under it
-    timeout_us: int = 0
-
-
 def _outputs(response: Any, model: str) -> dict[str, np.ndarray]:
     if response.has_error():
         raise SubRequestFailed(f"model '{model}': {response.error().message()}")
@@ -56,34 +53,28 @@ def _next_or_none(responses: Iterator[Any]) -> Any | None:
     return next(responses, None)
 
 
-async def send(
-    model: str, request: TritonRequest, context: BLSContext, *, decoupled: bool
-) -> list[dict[str, np.ndarray]]:
-    """One BLS request; every response's outputs, in order (a decoupled target may send
-    several, and a last one with no outputs that only carries the final flag)."""
+def _inference_request(
+    model: str, request: TritonRequest, context: RequestContext, request_id: str = ""
+) -> Any:
+    remaining = context.remaining_s()
     kwargs: dict[str, Any] = {"trace": context.trace} if context.trace is not None else {}
     if request.parameters:
         kwargs["parameters"] = request.parameters
-    inference = pb_utils.InferenceRequest(
+    return pb_utils.InferenceRequest(
         model_name=model,
         inputs=[pb_utils.Tensor(name, value) for name, value in request.inputs.items()],
         requested_output_names=list(request.outputs),
-        timeout=context.timeout_us,
+        request_id=request_id,
+        timeout=0 if remaining is None else max(1, int(remaining * 1e6)),
         **kwargs,
     )
-    if not decoupled:
-        return [_outputs(await inference.async_exec(), model)]
-    responses = await inference.async_exec(decoupled=True)
-    collected: list[dict[str, np.ndarray]] = []
-    loop = asyncio.get_running_loop()
-    while True:
-        # the iterator blocks until the next response: wait for it in the executor, not on the loop
-        response = await loop.run_in_executor(None, _next_or_none, responses)
-        if response is None:
-            return collected
-        outputs = _outputs(response, model)
-        if outputs:
-            collected.append(outputs)
+
+
+async def send(
+    model: str, request: TritonRequest, context: RequestContext
+) -> dict[str, np.ndarray]:
+    """One request to a model that answers once."""
+    return _outputs(await _inference_request(model, request, context).async_exec(), model)
 
 
 class BLSGenerationWorker:
@@ -91,7 +82,7 @@ class BLSGenerationWorker:
         self,
         model: str,
         contract: TritonContract,
-        context: BLSContext,
+        context: RequestContext,
         counter: TokenCounter | None,
     ):
         self.model = model
@@ -99,9 +90,58 @@ class BLSGenerationWorker:
         self.context = context
         self.counter = counter
 
+    async def _send_decoupled(self, request: TritonRequest) -> list[dict[str, np.ndarray]]:
+        """Every response's outputs, in order (a decoupled target may send several, and a
+        last one with no outputs that only carries the final flag)."""
+        request_id = uuid.uuid4().hex
+        responses = await _inference_request(
+            self.model, request, self.context, request_id
+        ).async_exec(decoupled=True)
+        collected: list[dict[str, np.ndarray]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                # the iterator blocks until the next response: wait in the executor, not on the loop
+                response = await loop.run_in_executor(None, _next_or_none, responses)
+                if response is None:
+                    return collected
+                outputs = _outputs(response, self.model)
+                if outputs:
+                    collected.append(outputs)
+        except asyncio.CancelledError:
+            self._cancel(responses, request_id)
+            raise
+
+    def _cancel(self, responses: Any, request_id: str) -> None:
+        """Stop a generation nobody waits for: Triton's BLS cancellation where the Python
+        backend has it (newer than 2.51), else the contract's stop request."""
+        if hasattr(responses, "cancel"):
+            responses.cancel()
+        elif self.contract.capabilities.stop_request:
+            stop = _inference_request(
+                self.model, self.contract.stop_request(), RequestContext(), request_id
+            )
+            # in the background: the request that wanted the generation is already gone
+            task = asyncio.ensure_future(self._drain(stop))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def _drain(self, request: Any) -> None:
+        """Send a request nobody waits for and read its responses to the end."""
+        if not self.contract.decoupled:
+            await request.async_exec()
+            return
+        responses = await request.async_exec(decoupled=True)
+        loop = asyncio.get_running_loop()
+        while await loop.run_in_executor(None, _next_or_none, responses) is not None:
+            pass
+
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
         request = self.contract.request(task)
-        responses = await send(self.model, request, self.context, decoupled=self.contract.decoupled)
+        if self.contract.decoupled:
+            responses = await self._send_decoupled(request)
+        else:
+            responses = [await send(self.model, request, self.context)]
         if not responses:
             raise SubRequestFailed(f"model '{self.model}' sent no response with outputs")
         finish(task, self.contract.reply(task, responses), self.counter)
@@ -119,7 +159,7 @@ class BLSRewardWorker:
     """All reward tasks of one yield go as one batched request, with the prompt format
     the generator used, so the reward model scores exactly the text that was written."""
 
-    def __init__(self, model: str, prompt_format: PromptFormat, context: BLSContext):
+    def __init__(self, model: str, prompt_format: PromptFormat, context: RequestContext):
         self.model = model
         self.prompt_format = prompt_format
         self.context = context
@@ -140,7 +180,7 @@ class BLSRewardWorker:
                 "step_delimiter": delimiter,
             },
         )
-        [outputs] = await send(self.model, request, self.context, decoupled=False)
+        outputs = await send(self.model, request, self.context)
         scores = outputs["score"].reshape(-1)
         num_steps = outputs["num_steps"].reshape(-1)
         for index, task in enumerate(rewards):
