@@ -1,4 +1,6 @@
-"""One real tritonserver per test session, over the real model repository, on free ports."""
+"""One real tritonserver per test session on free ports, over the real model repository,
+the contract fixtures and one scaffolding model per generation target; and the real
+OpenAI-compatible server the openai target talks to."""
 
 import os
 
@@ -8,25 +10,37 @@ import tritonclient.http as http
 from scaffolding_backend.server import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, TritonServer
 from scaffolding_training.tiny_model import build_tiny_model
 
+from .engines import ENGINE_REPOSITORY, OpenAIServer, scaffolding_repository
+
 SHIPPED_GENERATOR = REPO_ROOT / "models" / "generator"
 
 
 @pytest.fixture(scope="session")
-def triton(tmp_path_factory):
+def openai_server(tmp_path_factory):
+    server = OpenAIServer(tmp_path_factory.mktemp("openai")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory, openai_server):
     logs = tmp_path_factory.mktemp("triton")
     # the shipped model when it is there; a tiny random one keeps plumbing tests alive without it
-    generator_dir = (
-        None
-        if (SHIPPED_GENERATOR / "config.json").exists()
-        else build_tiny_model(logs / "tiny-model")
-    )
+    shipped = (SHIPPED_GENERATOR / "config.json").exists()
+    generator_dir = None if shipped else build_tiny_model(logs / "tiny-model")
     # SCAFFOLDING_TEST_REPOSITORY runs the same tests against another model repository
     repository = os.environ.get("SCAFFOLDING_TEST_REPOSITORY", DEFAULT_MODEL_REPOSITORY)
+    variants = scaffolding_repository(
+        tmp_path_factory.mktemp("scaffolding_variants"), openai_server
+    )
     server = TritonServer(
-        repository, generator_dir=generator_dir, log_file=logs / "tritonserver.log"
+        repository,
+        generator_dir=generator_dir,
+        log_file=logs / "tritonserver.log",
+        extra_args=[f"--model-repository={ENGINE_REPOSITORY}", f"--model-repository={variants}"],
     )
     server.start()
-    server.uses_shipped_models = generator_dir is None
+    server.uses_shipped_models = shipped
     yield server
     server.stop()
 

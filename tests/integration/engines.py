@@ -59,6 +59,8 @@ TARGETS: dict[str, dict[str, str]] = {
     "openai": {"generator_contract": "openai"},  # URL and model filled in once the server is up
 }
 CANCELLABLE = "trtllm_llmapi"  # its fixture streams slowly and honours stop requests
+# a prompt format of its own for scaffolding_custom_format (over the native generator)
+CUSTOM_FORMAT = {"prompt_template": "Problem: {question}\nSolution:\n", "step_delimiter": "\n"}
 
 
 def model_name(target: str, *, streaming: bool = False) -> str:
@@ -96,6 +98,7 @@ def scaffolding_repository(root: Path, openai: OpenAIServer | None) -> Path:
             parameters["generator_max_connections"] = "1"
         models[model_name(target)] = ({**common, **parameters}, False)
     models[model_name(CANCELLABLE, streaming=True)] = ({**common, **TARGETS[CANCELLABLE]}, True)
+    models["scaffolding_custom_format"] = ({**TARGETS["native"], **CUSTOM_FORMAT}, False)
     for name, (parameters, decoupled) in models.items():
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(_config(name, parameters, decoupled=decoupled))
