@@ -13,22 +13,20 @@ interleaved in the same process.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tritonclient.grpc as grpc
+import tritonclient.grpc.aio as aio
 from rich.console import Console
 from rich.table import Table
 
-from scaffolding_backend.kernel.controller import Candidate
-from scaffolding_backend.kernel.prompts import PromptFormat
-from scaffolding_backend.kernel.runtime import derive_seed
-from scaffolding_backend.reasoning.answers import extract_answer
-from scaffolding_backend.reasoning.voting import tally
+from scaffolding_backend.kernel import Candidate, PromptFormat, derive_seed
+from scaffolding_backend.reasoning import extract_answer, tally
 
 from .api import ScaffoldingClient
 
@@ -45,36 +43,47 @@ def _tensor(name, value, dtype):
 
 
 class DirectGenerator:
-    """The generator model called straight from the client, as the baseline."""
+    """The generator model called straight from the client: the strongest baseline a user
+    would write, one persistent asyncio gRPC channel with every request in flight together."""
 
     def __init__(self, url: str, model: str = "generator"):
-        self.url = url
         self.model = model
-        self.pool = ThreadPoolExecutor(32)
+        self.loop = asyncio.new_event_loop()
+        self.client = self.loop.run_until_complete(self._connect(url))
+
+    @staticmethod
+    async def _connect(url: str) -> aio.InferenceServerClient:
+        return aio.InferenceServerClient(url)
+
+    async def _generate(self, prompt: str, max_tokens: int, temperature: float, seed: int) -> str:
+        inputs = [
+            _tensor("text_input", np.array([[prompt]], dtype=np.object_), "BYTES"),
+            _tensor("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
+            _tensor("temperature", np.array([[temperature]], dtype=np.float32), "FP32"),
+            _tensor("seed", np.array([[seed]], dtype=np.uint64), "UINT64"),
+            _tensor("exclude_input_in_output", np.array([[True]]), "BOOL"),
+        ]
+        reply = await self.client.infer(self.model, inputs)
+        return reply.as_numpy("text_output").reshape(-1)[0].decode()
 
     def generate(self, prompt: str, max_tokens: int, temperature: float, seed: int) -> str:
-        client = grpc.InferenceServerClient(self.url)
-        try:
-            reply = client.infer(
-                self.model,
-                [
-                    _tensor("text_input", np.array([[prompt]], dtype=np.object_), "BYTES"),
-                    _tensor("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
-                    _tensor("temperature", np.array([[temperature]], dtype=np.float32), "FP32"),
-                    _tensor("seed", np.array([[seed]], dtype=np.uint64), "UINT64"),
-                    _tensor("exclude_input_in_output", np.array([[True]]), "BOOL"),
-                ],
-            )
-            return reply.as_numpy("text_output").reshape(-1)[0].decode()
-        finally:
-            client.close()
+        return self.loop.run_until_complete(self._generate(prompt, max_tokens, temperature, seed))
 
     def concurrent(
         self, prompt: str, max_tokens: int, temperature: float, seeds: list[int]
     ) -> list[str]:
-        return list(
-            self.pool.map(lambda s: self.generate(prompt, max_tokens, temperature, s), seeds)
-        )
+        async def together() -> list[str]:
+            return list(
+                await asyncio.gather(
+                    *(self._generate(prompt, max_tokens, temperature, s) for s in seeds)
+                )
+            )
+
+        return self.loop.run_until_complete(together())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
 
 
 def timed(fn) -> float:
@@ -134,6 +143,7 @@ def measure(
         )
         print(f"  repeat {repeat + 1}/{repeats} done", file=sys.stderr, flush=True)
     scaffolding.close()
+    direct.close()
     medians = {k: statistics.median(v) for k, v in samples.items()}
     return {
         "repeats": repeats,

@@ -77,7 +77,8 @@ def print_result(console: Console, result, show_text: bool) -> None:
     )
     table.add_row(
         "tokens",
-        f"{account.get('prompt_tokens')} prompt + {account.get('output_tokens')} generated",
+        f"{account.get('prompt_tokens')} prompt + {account.get('output_tokens')} generated"
+        f" (counted by: {', '.join(account.get('token_counts_from') or {}) or 'nobody'})",
     )
     table.add_row(
         "wall time",

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from scaffolding_backend.reasoning.answers import answers_equal, parse_reference
+from scaffolding_backend.reasoning import answers_equal, parse_reference
 
 from .api import ScaffoldingClient, ScaffoldingError
 

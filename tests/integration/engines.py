@@ -98,6 +98,14 @@ def scaffolding_repository(root: Path, openai: OpenAIServer | None) -> Path:
             parameters["generator_max_connections"] = "1"
         models[model_name(target)] = ({**common, **parameters}, False)
     models[model_name(CANCELLABLE, streaming=True)] = ({**common, **TARGETS[CANCELLABLE]}, True)
+    if openai is not None:
+        # the chat API: the server's chat template turns the question into the model's prompt
+        chat = {
+            **models[model_name("openai")][0],
+            "generator_api": "chat",
+            "prompt_template": "{question}",
+        }
+        models["scaffolding_openai_chat"] = (chat, False)
     models["scaffolding_custom_format"] = ({**TARGETS["native"], **CUSTOM_FORMAT}, False)
     for name, (parameters, decoupled) in models.items():
         (root / name / "1").mkdir(parents=True, exist_ok=True)

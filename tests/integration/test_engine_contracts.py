@@ -107,6 +107,19 @@ def test_the_real_openai_server_writes_what_the_native_generator_writes(triton):
     assert cot["output_tokens"] == ask(triton, "native", "cot").account["output_tokens"] + 1
 
 
+def test_the_chat_api_writes_what_the_native_generator_writes(triton):
+    """Over /v1/chat/completions the server's chat template makes the prompt (the
+    scaffolding model sends the bare question): the same texts as the native generator."""
+    for method in ("cot", "majority_vote"):
+        native = ask(triton, "native", method)
+        with ScaffoldingClient(
+            triton.http_url, "http", unary_model="scaffolding_openai_chat"
+        ) as client:
+            chat = client.ask(QUESTION, method, METHODS[method], seed=SEED)
+        assert chat.text == native.text, method
+        assert chat.account["status"] == "ok"
+
+
 # -- the fixtures behave like the real models ----------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import json
+import urllib.request
 
 import numpy as np
 import pytest
@@ -189,3 +190,39 @@ def test_prometheus_metrics_count_requests_and_sub_requests(triton):
         for line in requests
     )
     assert any(line.startswith("scaffolding_sub_requests_total{") for line in metrics.splitlines())
+
+
+def _post(url: str, body: dict) -> bytes:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=120) as reply:
+        return reply.read()
+
+
+def test_the_generate_extension_takes_the_documented_parameters_idiom(triton):
+    """Triton's generate extension maps a JSON body's "parameters" to request parameters:
+    the method's knobs and the request options arrive there."""
+    url = f"http://{triton.http_url}/v2/models/scaffolding_unary/generate"
+    body = {
+        "text_input": QUESTION,
+        "method": "beam_search",
+        "parameters": {"samples": 4, "seed": 3},
+    }
+    reply = json.loads(_post(url, body))
+    account = json.loads(reply["account"])
+    assert account["method"] == "beam_search" and account["seed"] == 3
+    assert reply["answer"] == account["answer"]
+    assert account["sub_requests_by_model"]["generation"] == 4 * len(account["steps"])
+
+
+def test_generate_stream_sends_progress_events_as_server_sent_events(triton):
+    url = f"http://{triton.http_url}/v2/models/scaffolding/generate_stream"
+    body = {
+        "text_input": QUESTION,
+        "method": "majority_vote",
+        "parameters": {"samples": 3, "stream": True},
+    }
+    lines = [line for line in _post(url, body).decode().splitlines() if line.startswith("data: ")]
+    payloads = [json.loads(line[len("data: ") :]) for line in lines]
+    events = [json.loads(p["event"]) for p in payloads if "event" in p]
+    assert [e["kind"] for e in events] == ["sample", "sample", "sample", "tally"]
+    assert "account" in payloads[-1]

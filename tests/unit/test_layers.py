@@ -102,3 +102,15 @@ def test_the_triton_side_imports_without_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_client_uses_public_package_interfaces_only():
+    public = {
+        "scaffolding_backend.kernel",
+        "scaffolding_backend.reasoning",
+        "scaffolding_backend.controllers",  # the method registry
+        "scaffolding_backend.server",  # the launcher
+    }
+    for path in sorted((ROOT / "client").glob("*.py")):
+        used = {name for name in imports(path) if name.startswith("scaffolding_backend")}
+        assert used <= public, (path.name, used - public)
