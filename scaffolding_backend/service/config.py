@@ -235,19 +235,15 @@ class ScaffoldingConfig(ModelConfig):
 
 
 @dataclass(frozen=True)
-class GeneratorConfig(ModelConfig):
-    """The CPU ``generator`` model (a Hugging Face causal LM)."""
-
-    overrides_env: ClassVar[str] = "SCAFFOLDING_GENERATOR_OVERRIDES"
+class TorchModelConfig(ModelConfig):
+    """What the CPU engines share: a model directory and torch's threads."""
 
     model_dir: str
-    max_tokens_cap: int = 1024
     # torch threads; 1 by default: several model processes each spinning on every core
     # slowed generation about 30-fold on a 2-core machine. 0 means torch's default.
     num_threads: int = 1
 
     def validate(self) -> None:
-        self._positive("max_tokens_cap")
         if self.num_threads < 0:
             raise ConfigError(
                 "num_threads", f"must be 0 (torch's default) or more, got {self.num_threads}"
@@ -255,22 +251,30 @@ class GeneratorConfig(ModelConfig):
 
 
 @dataclass(frozen=True)
-class RewardConfig(ModelConfig):
+class GeneratorConfig(TorchModelConfig):
+    """The CPU ``generator`` model (a Hugging Face causal LM)."""
+
+    overrides_env: ClassVar[str] = "SCAFFOLDING_GENERATOR_OVERRIDES"
+
+    max_tokens_cap: int = 1024
+
+    def validate(self) -> None:
+        super().validate()
+        self._positive("max_tokens_cap")
+
+
+@dataclass(frozen=True)
+class RewardConfig(TorchModelConfig):
     """The CPU ``reward`` / ``reward_orm`` models (a PRM or an ORM)."""
 
     overrides_env: ClassVar[str] = "SCAFFOLDING_REWARD_OVERRIDES"
 
-    model_dir: str
-    num_threads: int = 1
     max_rows_per_request: int = 256
     device: str = "cpu"
 
     def validate(self) -> None:
+        super().validate()
         self._positive("max_rows_per_request")
-        if self.num_threads < 0:
-            raise ConfigError(
-                "num_threads", f"must be 0 (torch's default) or more, got {self.num_threads}"
-            )
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise ConfigError("device", f"must be cpu, cuda or cuda:N, got {self.device!r}")
 
