@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +31,10 @@ from .service.config import GeneratorConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+# Triton APIs that change the server or read its internals: only for callers with the key
+RESTRICTED_APIS = "shared-memory,model-repository,statistics,trace,logging"
+ADMIN_HEADER = "admin-key"
+ADMIN_KEY_ENV = "SCAFFOLDING_ADMIN_KEY"
 CACHE_DIR = Path(os.environ.get("SCAFFOLDING_CACHE", Path.home() / ".cache" / "triton-scaffolding"))
 
 
@@ -127,6 +132,8 @@ class TritonServer:
         extra_args: list[str] | None = None,
         startup_timeout_s: float = 300.0,
         env: dict[str, str] | None = None,
+        address: str = "127.0.0.1",
+        admin_key: str | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.http_port = http_port or free_port()
@@ -137,7 +144,21 @@ class TritonServer:
         self.extra_args = extra_args or []
         self.startup_timeout_s = startup_timeout_s
         self.env = env or {}
+        self.address = address
+        # the admin APIs answer only requests with this header value; without one set, a
+        # random key nobody is told keeps them closed
+        self.admin_key = admin_key or os.environ.get(ADMIN_KEY_ENV) or secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The HTTP header that opens the restricted APIs (statistics, logging, ...)."""
+        return {ADMIN_HEADER: self.admin_key}
+
+    @property
+    def admin_grpc_headers(self) -> dict[str, str]:
+        """The same for gRPC, where Triton prefixes the header's name."""
+        return {f"triton-grpc-protocol-{ADMIN_HEADER}": self.admin_key}
 
     @property
     def http_url(self) -> str:
@@ -154,6 +175,11 @@ class TritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
+            f"--http-address={self.address}",
+            f"--grpc-address={self.address}",
+            f"--metrics-address={self.address}",
+            f"--http-restricted-api={RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}",
+            f"--grpc-restricted-protocol={RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}",
             "--allow-metrics=true",
             "--strict-readiness=true",
             "--exit-on-error=true",
@@ -272,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         default=str(REPO_ROOT / "runs" / "tritonserver.log"),
     )
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="the address to serve on (default: loopback only; 0.0.0.0 for every interface)",
+    )
     parser.add_argument("extra", nargs="*", help="further tritonserver options, after --")
     args = parser.parse_args(argv)
     Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -284,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         log_file=args.log_file,
         extra_args=args.extra,
         startup_timeout_s=args.startup_timeout,
+        address=args.address,
     )
     stopping = False
 
@@ -306,6 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         f"ready.\n  HTTP     http://{server.http_url}\n  gRPC     {server.grpc_url}\n"
         f"  metrics  http://localhost:{server.metrics_port}/metrics",
         flush=True,
+    )
+    opened = (
+        "with your SCAFFOLDING_ADMIN_KEY"
+        if os.environ.get(ADMIN_KEY_ENV)
+        else "set SCAFFOLDING_ADMIN_KEY to use them"
+    )
+    print(
+        f"  admin APIs ({RESTRICTED_APIS}) need the header '{ADMIN_HEADER}': {opened}", flush=True
     )
     print("Ctrl-C stops it.", flush=True)
     process = server.process

@@ -53,11 +53,11 @@ def http_client(triton):
 
 
 @pytest.fixture
-def generator_requests(http_client):
+def generator_requests(http_client, triton):
     """How many requests the generator has completed, from Triton's own statistics."""
 
     def count() -> int:
-        stats = http_client.get_inference_statistics("generator")
+        stats = http_client.get_inference_statistics("generator", headers=triton.admin_headers)
         return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
 
     return count

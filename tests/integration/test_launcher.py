@@ -117,3 +117,47 @@ def test_sigterm_during_start_up_leaves_nothing_behind(tmp_path):
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def test_admin_apis_need_the_key_and_inference_does_not(triton):
+    """Shared memory, the model repository, logging, statistics and traces answer only
+    requests that carry the operator's key; health, metadata and inference stay open."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    base = f"http://{triton.http_url}"
+    restricted = [
+        ("GET", "/v2/systemsharedmemory/status", None),
+        ("POST", "/v2/repository/index", b"{}"),
+        ("POST", "/v2/logging", json.dumps({"log_verbose_level": 1}).encode()),
+        ("GET", "/v2/models/generator/stats", None),
+        ("GET", "/v2/trace/setting", None),
+    ]
+    for method, path, body in restricted:
+        request = urllib.request.Request(base + path, data=body, method=method)
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            raise AssertionError(f"{path} answered without the key")
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 403, path
+        keyed = urllib.request.Request(
+            base + path, data=body, method=method, headers=triton.admin_headers
+        )
+        with urllib.request.urlopen(keyed, timeout=10) as reply:
+            assert reply.status == 200, path
+    with grpc.InferenceServerClient(triton.grpc_url) as client:
+        for call in (
+            client.get_system_shared_memory_status,
+            client.get_log_settings,
+            lambda: client.get_inference_statistics("generator"),
+        ):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                call()
+        assert client.get_log_settings(headers=triton.admin_grpc_headers)
+        assert client.is_server_ready() and client.get_model_metadata("scaffolding_unary")
+    with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=10) as reply:
+        assert reply.status == 200
