@@ -142,11 +142,12 @@ class CausalLMEngine:
     @staticmethod
     def _sample(row: _Row, logits: torch.Tensor) -> int:
         request = row.request
-        if request.temperature <= 0:
+        # a temperature so small that the scaled logits overflow is sampling at its limit
+        # as the temperature goes to 0: greedy (rather than NaN probabilities)
+        scaled = logits / request.temperature if request.temperature > 0 else None
+        if scaled is None or not bool(torch.isfinite(scaled).all()):
             return int(torch.argmax(logits))
-        probs = torch.softmax(
-            _filtered_logits(logits, request.temperature, request.top_k, request.top_p), dim=-1
-        )
+        probs = torch.softmax(_filtered_logits(scaled, 1.0, request.top_k, request.top_p), dim=-1)
         return int(torch.multinomial(probs, 1, generator=row.generator))
 
     def _append(self, row: _Row, token: int, log_prob: float) -> None:

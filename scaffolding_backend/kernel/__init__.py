@@ -17,7 +17,7 @@ from .controller import (
 )
 from .params import Caps, InvalidParameter, MethodParams
 from .prompts import PromptFormat
-from .runtime import Limits, RequestFailed, Runtime, Worker, derive_seed
+from .runtime import Limits, RequestFailed, Runtime, Worker, WorkerError, derive_seed
 from .tasks import FinishReason, GenerationTask, RewardTask, Task
 
 __all__ = [
@@ -43,5 +43,6 @@ __all__ = [
     "Status",
     "Task",
     "Worker",
+    "WorkerError",
     "derive_seed",
 ]

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+INVALID_INPUT = "invalid input"  # how a model's refusal begins, so that callers can tell
+
 
 class InvalidParameter(ValueError):
     """A value a client sent is refused; ``field`` names what it sent."""

@@ -35,13 +35,26 @@ class Limits:
     max_tasks: int | None = None  # generation + reward tasks one request may issue
 
 
-class RequestFailed(Exception):
-    """The request could not finish; ``reason`` says why."""
+class WorkerError(RuntimeError):
+    """A failure a worker reports in words meant for the client. ``client_error``: the
+    engine refused the request's own input (too long a question, say), not a fault of the
+    server."""
 
-    def __init__(self, reason: Status, message: str, account: Account):
+    def __init__(self, message: str, *, client_error: bool = False):
+        super().__init__(message)
+        self.client_error = client_error
+
+
+class RequestFailed(Exception):
+    """The request could not finish; ``reason`` says why, ``client_error`` whose fault."""
+
+    def __init__(
+        self, reason: Status, message: str, account: Account, *, client_error: bool = False
+    ):
         super().__init__(message)
         self.reason = reason
         self.account = account
+        self.client_error = client_error
 
 
 def derive_seed(request_seed: int, path: tuple[int, ...], counter: int) -> int:
@@ -154,10 +167,12 @@ class Runtime:
             )
         except RequestFailed:
             raise
-        except Exception as error:  # a worker's failure fails this request, not the server
+        except WorkerError as error:  # a worker's failure fails this request, not the server
             raise RequestFailed(
-                Status.WORKER, f"{type(error).__name__}: {error}", account
+                Status.WORKER, str(error), account, client_error=error.client_error
             ) from error
+        except Exception as error:  # a bug: the server's log has the traceback
+            raise RequestFailed(Status.WORKER, "a worker failed unexpectedly", account) from error
         for tag, count in zip(by_tag, counts):
             account.sub_requests[tag] += count
         account.record_tasks(tasks)

@@ -182,9 +182,14 @@ class ScaffoldingConfig(ModelConfig):
     max_tokens: int = 1024
     max_steps: int = 32
     max_tasks: int = 1024
+    max_question_chars: int = 8192
     default_deadline_s: float = 300.0
     max_deadline_s: float = 1800.0
     bls_threads: int = 128
+    # admission control, per model instance: requests beyond the first get UNAVAILABLE at once;
+    # sub-requests beyond the second wait for a slot (each waiting BLS call holds a thread)
+    max_concurrent_requests: int = 256
+    max_inflight_subrequests: int | None = None  # unset: bls_threads
 
     def validate(self) -> None:
         from ..controllers import METHODS  # the registries decide which names exist
@@ -203,7 +208,24 @@ class ScaffoldingConfig(ModelConfig):
                 "generator_url",
                 f"the openai contract needs an http(s) URL, got {self.generator_url!r}",
             )
-        self._positive("max_samples", "max_tokens", "max_steps", "max_tasks", "bls_threads")
+        self._positive(
+            "max_samples",
+            "max_tokens",
+            "max_steps",
+            "max_tasks",
+            "max_question_chars",
+            "bls_threads",
+            "max_concurrent_requests",
+        )
+        if (
+            self.max_inflight_subrequests is not None
+            and not 1 <= self.max_inflight_subrequests <= self.bls_threads
+        ):
+            raise ConfigError(
+                "max_inflight_subrequests",
+                f"must be between 1 and bls_threads={self.bls_threads} (a waiting sub-request "
+                f"holds a thread), got {self.max_inflight_subrequests}",
+            )
         self._one_of("default_method", METHODS)
         if not 0 < self.default_deadline_s <= self.max_deadline_s:
             raise ConfigError(
@@ -223,6 +245,10 @@ class ScaffoldingConfig(ModelConfig):
         return Caps(
             max_samples=self.max_samples, max_tokens=self.max_tokens, max_steps=self.max_steps
         )
+
+    @property
+    def sub_request_slots(self) -> int:
+        return self.max_inflight_subrequests or self.bls_threads
 
     @property
     def prompt_format(self) -> PromptFormat:

@@ -78,6 +78,9 @@ def parse_job(
     question = one_value(tensors, "text_input")
     if not isinstance(question, str) or not question.strip():
         raise InvalidParameter("text_input", "a non-empty question is required")
+    if len(question) > config.max_question_chars:
+        limit = config.max_question_chars
+        raise InvalidParameter("text_input", f"at most {limit} characters, got {len(question)}")
     options = _Options(tensors, request_parameters)
     method = options.take("method", str, config.default_method)
     if method not in METHODS:

@@ -7,13 +7,15 @@ INVALID_ARG error for that request alone.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ..kernel.params import InvalidParameter
+from ..kernel.params import INVALID_INPUT, InvalidParameter
+from ..service.batching import run_isolated
 
 
 def input_arrays(request: Any) -> dict[str, np.ndarray]:
@@ -26,8 +28,14 @@ def string_tensor(name: str, values: Sequence[str]) -> Any:
 
 
 def error_response(error: Exception, code: int | None = None) -> Any:
-    code = pb_utils.TritonError.INVALID_ARG if code is None else code
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
+    """An error response; a refused input (INVALID_ARG, the default) says "invalid input"
+    first, which a BLS caller can read where Triton loses the error's code."""
+    if code is None:
+        code = pb_utils.TritonError.INVALID_ARG
+        message = f"{INVALID_INPUT}: {error}"
+    else:
+        message = str(error)
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
 def execute_batched(
@@ -38,9 +46,10 @@ def execute_batched(
     model_name: str,
 ) -> list:
     """The batched-model ``execute``: every request is parsed on its own (a bad one gets
-    its INVALID_ARG error alone), the rows of all good ones go through ONE engine call,
-    and each request gets its slice back. ``parse(arrays, request parameters) -> (rows, options)``,
-    ``run(rows) -> results``, ``respond(rows, results, options) -> response``."""
+    its INVALID_ARG error alone), the rows of all good ones go through ONE engine call, and
+    each request gets its slice back. A row that breaks the engine call fails its own
+    request only (``run_isolated``). ``parse(arrays, request parameters) -> (rows,
+    options)``, ``run(rows) -> results``, ``respond(rows, results, options) -> response``."""
     responses: list = [None] * len(requests)
     parsed: dict[int, tuple[list, Any]] = {}
     for index, request in enumerate(requests):
@@ -48,17 +57,13 @@ def execute_batched(
             parsed[index] = parse(input_arrays(request), request.parameters())
         except InvalidParameter as error:
             responses[index] = error_response(error)
-    try:
-        results = run([row for rows, _ in parsed.values() for row in rows])
-    except Exception as error:  # report to every request of the batch; keep serving
-        pb_utils.Logger.log_error(
-            f"{model_name}: batch of {len(parsed)} requests failed: {error!r}"
-        )
-        for index in parsed:
-            responses[index] = error_response(error, pb_utils.TritonError.INTERNAL)
-        return responses
-    position = 0
-    for index, (rows, options) in parsed.items():
-        responses[index] = respond(rows, results[position : position + len(rows)], options)
-        position += len(rows)
+    outcomes = run_isolated([rows for rows, _ in parsed.values()], run) if parsed else []
+    for (index, (rows, options)), outcome in zip(parsed.items(), outcomes):
+        if isinstance(outcome, Exception):
+            reference = uuid.uuid4().hex[:12]
+            pb_utils.Logger.log_error(f"{model_name}: request failed [{reference}]: {outcome!r}")
+            message = f"{model_name} could not serve this request: {outcome} [log {reference}]"
+            responses[index] = error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)
+        else:
+            responses[index] = respond(rows, outcome, options)
     return responses

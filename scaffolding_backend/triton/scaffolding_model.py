@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import traceback
+import uuid
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -18,11 +20,11 @@ import triton_python_backend_utils as pb_utils
 from ..kernel.account import Account, Status
 from ..kernel.controller import Progress
 from ..kernel.params import InvalidParameter
-from ..kernel.runtime import Limits, RequestFailed, Runtime, Worker
+from ..kernel.runtime import Limits, RequestFailed, Runtime, Worker, WorkerError
 from ..kernel.tasks import GENERATION, REWARD
 from ..service.config import ConfigError, ScaffoldingConfig
 from ..service.job import Job, parse_job
-from ..workers.context import RequestContext
+from ..workers.context import RequestContext, SubRequestSlots
 from ..workers.generation import generation_worker_factory
 from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor
 from . import io
@@ -31,14 +33,21 @@ from .metrics import ScaffoldingMetrics
 CANCEL_POLL_S = 0.05
 
 
-def error_code(status: Status) -> int:
+def error_code(failure: RequestFailed) -> int:
     """The Triton error code a failed request gets (pb_utils' codes exist only once the
     stub runs)."""
+    if failure.client_error:
+        return pb_utils.TritonError.INVALID_ARG
     return {
         Status.BUDGET: pb_utils.TritonError.INVALID_ARG,
         Status.CANCELLED: pb_utils.TritonError.CANCELLED,
         Status.DEADLINE: pb_utils.TritonError.UNAVAILABLE,
-    }.get(status, pb_utils.TritonError.INTERNAL)
+    }.get(failure.reason, pb_utils.TritonError.INTERNAL)
+
+
+def log_reference() -> str:
+    """A short id that ties a client's error message to the server log's details."""
+    return uuid.uuid4().hex[:12]
 
 
 class ScaffoldingModel:
@@ -54,6 +63,8 @@ class ScaffoldingModel:
             raise pb_utils.TritonModelException(f"{self.name}: {error}") from None
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
         self.metrics = ScaffoldingMetrics(self.name)
+        self.active = 0  # requests this instance is serving
+        self.slots = SubRequestSlots(self.config.sub_request_slots, on_change=self._gauges)
         pb_utils.Logger.log_info(f"{self.name}: decoupled={self.decoupled} {self.config}")
 
     async def execute(self, requests: list[Any]) -> list[Any] | None:
@@ -75,12 +86,34 @@ class ScaffoldingModel:
         the stub."""
         try:
             return await self._serve(request, sender)
-        except Exception as error:
-            pb_utils.Logger.log_error(f"{self.name}: request failed: {error!r}")
-            message = f"internal error: {type(error).__name__}: {error}"
+        except Exception:
+            reference = log_reference()
+            pb_utils.Logger.log_error(
+                f"{self.name}: request failed [{reference}]:\n{traceback.format_exc()}"
+            )
+            message = f"internal error; the server log has the details [log {reference}]"
             return io.error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)
 
+    def _gauges(self, _sub_requests: int = 0) -> None:
+        self.metrics.set_in_flight(self.active, self.slots.in_flight)
+
     async def _serve(self, request: Any, sender: Any) -> Any:
+        if self.active >= self.config.max_concurrent_requests:
+            self.metrics.request_done("none", "busy", None, 0.0)
+            message = (
+                f"busy: {self.active} requests in flight in this instance "
+                f"(max_concurrent_requests={self.config.max_concurrent_requests}); retry later"
+            )
+            return io.error_response(RuntimeError(message), pb_utils.TritonError.UNAVAILABLE)
+        self.active += 1
+        self._gauges()
+        try:
+            return await self._admitted(request, sender)
+        finally:
+            self.active -= 1
+            self._gauges()
+
+    async def _admitted(self, request: Any, sender: Any) -> Any:
         started = time.perf_counter()
         try:
             job = parse_job(
@@ -121,7 +154,7 @@ class ScaffoldingModel:
                 job.method, failure.reason.value, failure.account, time.perf_counter() - started
             )
             return io.error_response(
-                RuntimeError(self._failure_message(failure)), error_code(failure.reason)
+                RuntimeError(self._failure_message(failure)), error_code(failure)
             )
         finally:
             watcher.cancel()
@@ -131,7 +164,7 @@ class ScaffoldingModel:
         return self._final_response(account)
 
     def _workers(self, request: Any, job: Job) -> dict[str, Worker]:
-        context = RequestContext.within(job.deadline_s, trace=request.trace())
+        context = RequestContext.within(job.deadline_s, trace=request.trace(), slots=self.slots)
         return {
             GENERATION: self.generation_worker(context),
             REWARD: BLSRewardWorker(job.reward_model, self.config.prompt_format, context),
@@ -145,13 +178,19 @@ class ScaffoldingModel:
                 return
             await asyncio.sleep(CANCEL_POLL_S)
 
-    @staticmethod
-    def _failure_message(failure: RequestFailed) -> str:
+    def _failure_message(self, failure: RequestFailed) -> str:
         account = failure.account.to_json()
         spent = {
             key: account[key] for key in ("tasks", "sub_requests", "output_tokens", "wall_seconds")
         }
-        return f"{failure.reason.value}: {failure} (spent so far: {json.dumps(spent)})"
+        message = f"{failure.reason.value}: {failure} (spent so far: {json.dumps(spent)})"
+        cause = failure.__cause__
+        if cause is not None and not isinstance(cause, WorkerError):  # a bug: details in the log
+            reference = log_reference()
+            details = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+            pb_utils.Logger.log_error(f"{self.name}: worker failed [{reference}]:\n{details}")
+            message += f" [log {reference}]"
+        return message
 
     @staticmethod
     def _final_response(account: Account) -> Any:

@@ -158,7 +158,8 @@ class OpenAIGenerationWorker:
         await asyncio.sleep(delay)
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
-        payload = await self._post(request_body(self.endpoint, task))
+        async with self.context.slot():
+            payload = await self._post(request_body(self.endpoint, task))
         finish(task, engine_reply(self.endpoint, task, payload), self.counter)
         on_done(task)
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ..kernel.params import INVALID_INPUT
 from ..kernel.prompts import PromptFormat
-from ..kernel.runtime import TaskDone
+from ..kernel.runtime import TaskDone, WorkerError
 from ..kernel.tasks import GenerationTask, RewardTask, Task
 from .context import RequestContext
 from .contracts import TritonContract, TritonRequest, finish
@@ -39,13 +40,19 @@ def ensure_bls_executor(threads: int) -> None:
         _executor_loops.add(id(loop))
 
 
-class SubRequestFailed(RuntimeError):
-    """A model called over BLS answered with an error."""
+class SubRequestFailed(WorkerError):
+    """A model called over BLS answered with an error (the client's fault when the model
+    refused the input as invalid)."""
 
 
 def _outputs(response: Any, model: str) -> dict[str, np.ndarray]:
     if response.has_error():
-        raise SubRequestFailed(f"model '{model}': {response.error().message()}")
+        error = response.error()
+        # Triton 2.51 hands a BLS caller every error as INTERNAL; this project's models say
+        # "invalid input" in the message of a refusal, which survives the trip
+        message = error.message()
+        refused = error.code() == pb_utils.TritonError.INVALID_ARG or INVALID_INPUT in message
+        raise SubRequestFailed(f"model '{model}': {message}", client_error=refused)
     return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
 
 
@@ -138,10 +145,11 @@ class BLSGenerationWorker:
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
         request = self.contract.request(task)
-        if self.contract.decoupled:
-            responses = await self._send_decoupled(request)
-        else:
-            responses = [await send(self.model, request, self.context)]
+        async with self.context.slot():
+            if self.contract.decoupled:
+                responses = await self._send_decoupled(request)
+            else:
+                responses = [await send(self.model, request, self.context)]
         if not responses:
             raise SubRequestFailed(f"model '{self.model}' sent no response with outputs")
         finish(task, self.contract.reply(task, responses), self.counter)
@@ -180,7 +188,8 @@ class BLSRewardWorker:
                 "step_delimiter": delimiter,
             },
         )
-        outputs = await send(self.model, request, self.context)
+        async with self.context.slot():
+            outputs = await send(self.model, request, self.context)
         scores = outputs["score"].reshape(-1)
         num_steps = outputs["num_steps"].reshape(-1)
         for index, task in enumerate(rewards):

@@ -107,6 +107,11 @@ def scaffolding_repository(root: Path, openai: OpenAIServer | None) -> Path:
         }
         models["scaffolding_openai_chat"] = (chat, False)
     models["scaffolding_custom_format"] = ({**TARGETS["native"], **CUSTOM_FORMAT}, False)
+    # admission control: one request at a time in its one instance
+    models["scaffolding_one_at_a_time"] = (
+        {**TARGETS["native"], "max_concurrent_requests": "1"},
+        True,
+    )
     for name, (parameters, decoupled) in models.items():
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(_config(name, parameters, decoupled=decoupled))

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import json
+import time
 import urllib.request
 
 import numpy as np
@@ -226,3 +227,24 @@ def test_generate_stream_sends_progress_events_as_server_sent_events(triton):
     events = [json.loads(p["event"]) for p in payloads if "event" in p]
     assert [e["kind"] for e in events] == ["sample", "sample", "sample", "tally"]
     assert "account" in payloads[-1]
+
+
+def test_a_request_beyond_the_admission_cap_is_refused_at_once_and_retryable(triton):
+    """max_concurrent_requests=1: while one request runs, the next gets UNAVAILABLE at once
+    (not a place in an unbounded queue); once it finished, the next is served."""
+    slow = {"samples": 16, "max_tokens": 256, "temperature": 1.0}
+    model = "scaffolding_one_at_a_time"
+    with (
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+        ScaffoldingClient(triton.grpc_url, "grpc", streaming_model=model) as first,
+        ScaffoldingClient(triton.grpc_url, "grpc", streaming_model=model) as second,
+    ):
+        running = pool.submit(first.ask, QUESTION, "majority_vote", slow, on_event=lambda _: None)
+        time.sleep(0.2)
+        refused_at = time.monotonic()
+        with pytest.raises(ScaffoldingError, match=r"busy.*max_concurrent_requests"):
+            second.ask(QUESTION, "cot", {"max_tokens": 16})
+        assert time.monotonic() - refused_at < 2.0
+        assert not running.done(), "the first request should still be running"
+        assert running.result(timeout=120).account["status"] == "ok"
+        assert second.ask(QUESTION, "cot", {"max_tokens": 16}).account["status"] == "ok"

@@ -9,7 +9,13 @@ from scaffolding_backend.kernel.account import Status
 from scaffolding_backend.kernel.controller import Controller, Outcome, Parallel
 from scaffolding_backend.kernel.params import Caps, InvalidParameter, MethodParams
 from scaffolding_backend.kernel.prompts import PromptFormat
-from scaffolding_backend.kernel.runtime import Limits, RequestFailed, Runtime, derive_seed
+from scaffolding_backend.kernel.runtime import (
+    Limits,
+    RequestFailed,
+    Runtime,
+    WorkerError,
+    derive_seed,
+)
 from scaffolding_backend.kernel.tasks import generation
 from scaffolding_backend.service.config import ScaffoldingConfig
 from scaffolding_backend.workers.in_process import FunctionWorker
@@ -194,12 +200,24 @@ def test_task_budget_is_enforced(run_method):
 
 
 def test_worker_errors_fail_the_request_with_the_message(run_method):
+    def refused(task):
+        raise WorkerError("model 'generator': text_input: too long", client_error=True)
+
+    with pytest.raises(RequestFailed) as failure:
+        run_method("cot", {}, {"generation": FunctionWorker(refused)})
+    assert failure.value.reason is Status.WORKER and failure.value.client_error
+    assert str(failure.value) == "model 'generator': text_input: too long"
+
+
+def test_an_unexpected_worker_exception_keeps_its_details_out_of_the_message(run_method):
     def broken(task):
-        raise ConnectionError("generator is gone")
+        raise KeyError("text_output")
 
     with pytest.raises(RequestFailed) as failure:
         run_method("cot", {}, {"generation": FunctionWorker(broken)})
-    assert failure.value.reason is Status.WORKER and "generator is gone" in str(failure.value)
+    assert str(failure.value) == "a worker failed unexpectedly"
+    assert isinstance(failure.value.__cause__, KeyError)  # for the server's log
+    assert not failure.value.client_error
 
 
 class TwoBranches(Controller):
@@ -224,3 +242,23 @@ def test_parallel_branches_run_concurrently_with_their_own_seeds():
     a, b = account.outcome.text.split(",")
     assert a.startswith("a:") and b.startswith("b:")
     assert int(a[2:]) == derive_seed(3, (0,), 0) and int(b[2:]) == derive_seed(3, (1,), 0)
+
+
+def test_a_row_that_breaks_a_batch_fails_only_its_own_request():
+    from scaffolding_backend.service.batching import run_isolated
+
+    calls = []
+
+    def run(rows):
+        calls.append(list(rows))
+        if "poison" in rows:
+            raise ValueError("probability tensor contains either inf, nan or element < 0")
+        return [row.upper() for row in rows]
+
+    outcomes = run_isolated([["a", "b"], ["poison"], ["c"]], run)
+    assert outcomes[0] == ["A", "B"] and outcomes[2] == ["C"]
+    assert isinstance(outcomes[1], ValueError)
+    assert calls[0] == ["a", "b", "poison", "c"]  # one batched call first
+    assert run_isolated([["a"], ["c"]], run) == [["A"], ["C"]]
+    [alone] = run_isolated([["poison"]], run)  # alone in its batch: no second try
+    assert isinstance(alone, ValueError)

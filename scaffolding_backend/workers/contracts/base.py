@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from ...kernel.runtime import WorkerError
 from ...kernel.tasks import FinishReason, GenerationTask
 
 Outputs = Mapping[str, np.ndarray]
@@ -68,7 +69,7 @@ class TokenCounter(Protocol):
         ...
 
 
-class ContractError(RuntimeError):
+class ContractError(WorkerError):
     """An engine answered in a way its contract does not allow, or said it gave up."""
 
 
