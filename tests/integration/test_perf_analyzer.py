@@ -1,0 +1,100 @@
+"""The load-test recipe works: perf_analyzer, through scripts/perf_analyzer.sh and the input files
+in perf/, sends a few requests to every served model and sees only successful ones."""
+
+import csv
+import subprocess
+
+import pytest
+
+from scaffolding_backend.server import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = REPO_ROOT / "scripts" / "perf_analyzer.sh"
+PERF = REPO_ROOT / "perf"
+REQUESTS = 6
+CONCURRENCY = 2
+
+# (model, protocol, input file, extra options); the decoupled model needs gRPC streaming
+CASES = [
+    ("scaffolding", "grpc", "scaffolding_majority_vote_8.json", ["--streaming"]),
+    ("scaffolding", "grpc", "scaffolding_majority_vote_8_stream.json", ["--streaming"]),
+    ("scaffolding_unary", "http", "scaffolding_best_of_n_4.json", []),
+    ("scaffolding_unary", "http", "scaffolding_beam_search_4.json", []),
+    ("generator", "http", "generator.json", []),
+    ("reward", "http", "reward.json", []),
+    ("reward_orm", "http", "reward.json", []),
+]
+
+
+@pytest.fixture(scope="session")
+def perf_analyzer() -> list[str]:
+    """The command that runs perf_analyzer; the first run of the script may download it."""
+    command = ["bash", str(SCRIPT)]
+    try:
+        result = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, timeout=600
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("scripts/perf_analyzer.sh --version did not finish within 600 s")
+    if "Perf Analyzer Version" not in result.stdout + result.stderr:
+        pytest.fail(
+            f"scripts/perf_analyzer.sh could not provide a working perf_analyzer "
+            f"(exit {result.returncode}):\n{result.stdout}{result.stderr}"
+        )
+    return command
+
+
+def admin_header_options(triton, protocol: str) -> list[str]:
+    """-H options carrying the server's admin key: perf_analyzer reads Triton's statistics, a
+    restricted API. Over gRPC Triton expects the header's name prefixed; perf_analyzer sends
+    -H headers as gRPC metadata too. (A server without an admin key has neither property.)"""
+    headers = getattr(triton, "admin_grpc_headers" if protocol == "grpc" else "admin_headers", {})
+    return [option for name, value in headers.items() for option in ("-H", f"{name}:{value}")]
+
+
+@pytest.mark.parametrize(
+    ("model", "protocol", "input_file", "extra"),
+    CASES,
+    ids=[f"{model}-{input_file.removesuffix('.json')}" for model, _, input_file, _ in CASES],
+)
+def test_perf_analyzer_loads_model(
+    perf_analyzer, triton, tmp_path, model, protocol, input_file, extra
+):
+    report = tmp_path / "report.csv"
+    command = [
+        *perf_analyzer,
+        "-m",
+        model,
+        "-i",
+        protocol,
+        "-u",
+        triton.grpc_url if protocol == "grpc" else triton.http_url,
+        "--input-data",
+        str(PERF / input_file),
+        "--concurrency-range",
+        str(CONCURRENCY),
+        "--request-count",
+        str(REQUESTS),
+        "-f",
+        str(report),
+        *admin_header_options(triton, protocol),
+        *extra,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(command)}\nexit {result.returncode}:\n{output}"
+    assert "error" not in output.lower(), output
+    assert f"Request count: {REQUESTS}" in output, output
+    assert f"Successful request count: {REQUESTS}" in output, output
+
+    with report.open() as lines:
+        rows = list(csv.DictReader(lines))
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert int(row["Concurrency"]) == CONCURRENCY
+    assert float(row["Inferences/Second"]) > 0
+    assert int(row["p50 latency"]) > 0
+    if "stream" in input_file:
+        # a progress event per finished sample before the final response
+        assert float(row["Response Throughput"]) > float(row["Inferences/Second"]), row
