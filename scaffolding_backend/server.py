@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .service.config import GeneratorConfig
+from .supervisor import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
@@ -149,6 +150,7 @@ class TritonServer:
         # random key nobody is told keeps them closed
         self.admin_key = admin_key or os.environ.get(ADMIN_KEY_ENV) or secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
+        self.restarting = False  # the supervisor is restarting it: not an unexpected exit
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -180,6 +182,9 @@ class TritonServer:
             f"--metrics-address={self.address}",
             f"--http-restricted-api={RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}",
             f"--grpc-restricted-protocol={RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}",
+            # explicit model control: the supervisor reloads a model whose stub died
+            "--model-control-mode=explicit",
+            "--load-model=*",
             "--allow-metrics=true",
             "--strict-readiness=true",
             "--exit-on-error=true",
@@ -254,13 +259,28 @@ class TritonServer:
             time.sleep(0.5)
         raise ServerError(f"tritonserver was not ready within {self.startup_timeout_s:.0f} s")
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def restart(self) -> None:
+        """Stop the server and start it again on the same ports (every connection ends)."""
+        self.restarting = True
+        try:
+            # not gracefully: a dead stub's streams would hold a graceful shutdown for 30 s
+            self.stop(graceful=False)
+            self.start()
+        finally:
+            self.restarting = False
+
+    def stop(self, timeout_s: float = 30.0, *, graceful: bool = True) -> None:
+        """Stop the server and every stub. Gracefully, Triton first lets the requests in
+        flight finish (up to 30 s); otherwise the whole process group is killed at once."""
         if self.process is None:
             return
         try:
             group = os.getpgid(self.process.pid)
         except ProcessLookupError:
             group = None
+        if not graceful and group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -298,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         default=str(REPO_ROOT / "runs" / "tritonserver.log"),
     )
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--no-heal",
+        action="store_true",
+        help="do not reload a model (or restart the server) when a model's stub process dies",
+    )
     parser.add_argument(
         "--address",
         default="127.0.0.1",
@@ -348,18 +373,32 @@ def main(argv: list[str] | None = None) -> int:
         f"  admin APIs ({RESTRICTED_APIS}) need the header '{ADMIN_HEADER}': {opened}", flush=True
     )
     print("Ctrl-C stops it.", flush=True)
-    process = server.process
-    assert process is not None  # started
+    supervisor = (
+        None if args.no_heal else Supervisor(server, report=lambda line: print(line, flush=True))
+    )
+    if supervisor is not None:
+        supervisor.start()
+    code = 0
     try:
-        while not stopping and process.poll() is None:
+        while not stopping:
+            process = server.process
+            if server.restarting:
+                pass
+            elif process is None:  # a restart that did not come back
+                code = 1
+                print("tritonserver could not be restarted; see its log", file=sys.stderr)
+                break
+            elif process.poll() is not None:
+                code = process.returncode or 1
+                print(
+                    f"tritonserver exited unexpectedly with code {process.returncode}",
+                    file=sys.stderr,
+                )
+                break
             time.sleep(0.2)
-        code = 0 if stopping else (process.returncode or 1)
-        if not stopping:
-            print(
-                f"tritonserver exited unexpectedly with code {process.returncode}",
-                file=sys.stderr,
-            )
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         print("stopping ...", flush=True)
         server.stop()
     return code

@@ -1,0 +1,139 @@
+"""Keeps a launched tritonserver serving when one of its Python-backend stubs dies.
+
+Triton 2.51 notices a dead stub only when a request reaches it, keeps reporting the model
+ready, and never starts the stub again. The supervisor watches the server's stub
+processes (its children) and, when a model has lost one:
+
+* a request/response model (``generator``, ``reward``, ``scaffolding_unary``, ...) is
+  unloaded and loaded again through the model-repository API: its requests in flight
+  fail at once with "Stub process ... is not healthy", and it serves again within seconds;
+* a decoupled model (``scaffolding``) is different: Triton never sends the final response
+  of a dead stub's streams, so they would hang; the whole server is restarted, which
+  ends every stream with a transport error the client sees at once.
+
+What it did goes to the launcher's output, one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+STUB = "triton_python_backend_stub"
+MODEL_PATH = re.compile(r"/([^/]+)/[0-9]+/model\.py$")
+DECOUPLED = re.compile(r"decoupled\s*:\s*true")
+
+
+def stub_processes(server_pid: int) -> list[tuple[int, str]]:
+    """The stub processes under the server process, with their model's name (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # gone in the meantime
+        if parent != server_pid or len(arguments) < 2 or not arguments[0].endswith(STUB.encode()):
+            continue
+        model = MODEL_PATH.search(arguments[1].decode(errors="replace"))
+        if model:
+            found.append((int(entry.name), model.group(1)))
+    return found
+
+
+def stubs_of(server_pid: int) -> Counter[str]:
+    """How many stub processes each model has under the server process."""
+    return Counter(model for _, model in stub_processes(server_pid))
+
+
+def is_decoupled(model_repository: Path, model: str) -> bool:
+    config = model_repository / model / "config.pbtxt"
+    return config.is_file() and bool(DECOUPLED.search(config.read_text()))
+
+
+class Supervisor(threading.Thread):
+    """Watches ``server`` (a started ``TritonServer``) until ``stop()``."""
+
+    def __init__(
+        self,
+        server,  # TritonServer; not typed here to keep the import graph one-way
+        *,
+        interval_s: float = 1.0,
+        report: Callable[[str], None] = print,
+    ):
+        super().__init__(name="triton-supervisor", daemon=True)
+        self.server = server
+        self.interval_s = interval_s
+        self.report = report
+        self.events: list[dict] = []  # what it did, for tests and logs
+        self._stopping = threading.Event()
+        self._expected: Counter[str] = Counter()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _baseline(self) -> None:
+        process = self.server.process
+        self._expected = stubs_of(process.pid) if process is not None else Counter()
+
+    def run(self) -> None:
+        self._baseline()
+        while not self._stopping.wait(self.interval_s):
+            process = self.server.process
+            if process is None or process.poll() is not None:
+                continue  # the launcher reports a dead server itself
+            current = stubs_of(process.pid)
+            lost = sorted(
+                model for model, count in self._expected.items() if current[model] < count
+            )
+            if not lost:
+                continue
+            started = time.monotonic()
+            decoupled = [
+                model for model in lost if is_decoupled(self.server.model_repository, model)
+            ]
+            try:
+                if decoupled:
+                    self.report(
+                        f"supervisor: the stub of {', '.join(lost)} died; restarting the server"
+                    )
+                    self.server.restart()
+                    action = "restart"
+                else:
+                    self.report(f"supervisor: the stub of {', '.join(lost)} died; reloading")
+                    for model in lost:
+                        self._reload(model)
+                    action = "reload"
+            except Exception as error:  # keep watching; the next round tries again
+                self.report(f"supervisor: could not heal {', '.join(lost)}: {error}")
+                continue
+            seconds = time.monotonic() - started
+            self.events.append({"models": lost, "action": action, "seconds": round(seconds, 2)})
+            self.report(
+                f"supervisor: {', '.join(lost)} serving again after {seconds:.1f} s ({action})"
+            )
+            self._baseline()
+
+    def _post(self, path: str) -> None:
+        request = urllib.request.Request(
+            f"http://{self.server.http_url}{path}",
+            data=json.dumps({}).encode(),
+            method="POST",
+            headers=self.server.admin_headers,
+        )
+        with urllib.request.urlopen(request, timeout=300) as reply:
+            reply.read()
+
+    def _reload(self, model: str) -> None:
+        # loading a model that is loaded and unchanged does nothing: unload it first
+        self._post(f"/v2/repository/models/{model}/unload")
+        self._post(f"/v2/repository/models/{model}/load")
