@@ -37,8 +37,7 @@ TARGETS: dict[str, dict[str, str]] = {
     "trtllm_current_decoupled": {
         "generator_model": "trtllm_current_ensemble_decoupled",
         "generator_contract": "trtllm",
-        "generator_decoupled": "true",
-        "generator_stream": "true",
+        "generator_decoupled": "true",  # one response per request; the BLS target streams
     },
     "trtllm_bls": {
         "generator_model": "trtllm_current_bls",

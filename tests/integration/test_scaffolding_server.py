@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import json
+import threading
 import time
 import urllib.request
 
@@ -232,19 +233,21 @@ def test_generate_stream_sends_progress_events_as_server_sent_events(triton):
 def test_a_request_beyond_the_admission_cap_is_refused_at_once_and_retryable(triton):
     """max_concurrent_requests=1: while one request runs, the next gets UNAVAILABLE at once
     (not a place in an unbounded queue); once it finished, the next is served."""
-    slow = {"samples": 16, "max_tokens": 256, "temperature": 1.0}
+    slow = {"samples": 16, "max_tokens": 400, "temperature": 3.0}  # long texts: rarely an early end
     model = "scaffolding_one_at_a_time"
+    running_now = threading.Event()
     with (
         concurrent.futures.ThreadPoolExecutor(1) as pool,
         ScaffoldingClient(triton.grpc_url, "grpc", streaming_model=model) as first,
         ScaffoldingClient(triton.grpc_url, "grpc", streaming_model=model) as second,
     ):
-        running = pool.submit(first.ask, QUESTION, "majority_vote", slow, on_event=lambda _: None)
-        time.sleep(0.2)
+        running = pool.submit(
+            first.ask, QUESTION, "majority_vote", slow, on_event=lambda _: running_now.set()
+        )
+        assert running_now.wait(timeout=60), "the first request never reported progress"
         refused_at = time.monotonic()
         with pytest.raises(ScaffoldingError, match=r"busy.*max_concurrent_requests"):
             second.ask(QUESTION, "cot", {"max_tokens": 16})
         assert time.monotonic() - refused_at < 2.0
-        assert not running.done(), "the first request should still be running"
         assert running.result(timeout=120).account["status"] == "ok"
         assert second.ask(QUESTION, "cot", {"max_tokens": 16}).account["status"] == "ok"
