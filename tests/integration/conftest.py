@@ -37,8 +37,17 @@ def triton(tmp_path_factory, openai_server):
         repository,
         generator_dir=generator_dir,
         log_file=logs / "tritonserver.log",
-        extra_args=[f"--model-repository={ENGINE_REPOSITORY}", f"--model-repository={variants}"],
+        extra_args=[
+            f"--model-repository={ENGINE_REPOSITORY}",
+            f"--model-repository={variants}",
+            # tracing off until a test turns it on for one model (the trace API needs the key)
+            f"--trace-config=triton,file={logs / 'trace.json'}",
+            "--trace-config=level=OFF",
+            "--trace-config=rate=1",
+            "--trace-config=triton,log-frequency=1",
+        ],
     )
+    server.trace_file = logs / "trace.json"
     server.start()
     server.uses_shipped_models = shipped
     yield server

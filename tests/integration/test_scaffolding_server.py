@@ -251,3 +251,42 @@ def test_a_request_beyond_the_admission_cap_is_refused_at_once_and_retryable(tri
         assert time.monotonic() - refused_at < 2.0
         assert running.result(timeout=120).account["status"] == "ok"
         assert second.ask(QUESTION, "cot", {"max_tokens": 16}).account["status"] == "ok"
+
+
+def test_a_triton_trace_shows_every_sub_request_under_its_request(triton):
+    """Sub-requests carry the request's trace: Triton's trace file lists the generator and
+    reward requests of a best-of-2 as children of the scaffolding request."""
+
+    def trace_setting(level: str) -> None:
+        body = json.dumps(
+            {"trace_level": [level], "trace_rate": "1", "log_frequency": "1"}
+        ).encode()
+        url = f"http://{triton.http_url}/v2/models/scaffolding_unary/trace/setting"
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers=triton.admin_headers
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.loads(reply.read())["trace_level"] == [level]
+
+    before = set(triton.trace_file.parent.glob("trace.json*"))
+    trace_setting("TIMESTAMPS")
+    try:
+        with ScaffoldingClient(triton.http_url, "http") as client:
+            client.ask(QUESTION, "best_of_n", {"samples": 2, "max_tokens": 64})
+    finally:
+        trace_setting("OFF")
+    deadline = time.monotonic() + 10
+    spans: list[dict] = []
+    while time.monotonic() < deadline:
+        spans = [
+            span
+            for path in set(triton.trace_file.parent.glob("trace.json*")) - before
+            for span in json.loads(path.read_text())
+            if "model_name" in span
+        ]
+        if any(span["model_name"] == "reward" for span in spans):
+            break
+        time.sleep(0.2)
+    [parent] = [span for span in spans if span["model_name"] == "scaffolding_unary"]
+    children = sorted(span["model_name"] for span in spans if span.get("parent_id") == parent["id"])
+    assert children == ["generator", "generator", "reward"]
