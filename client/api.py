@@ -7,6 +7,7 @@ progress event to a callback; HTTP talks to its request/response twin
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
 from collections.abc import Callable
@@ -133,6 +134,8 @@ class ScaffoldingClient:
             )
         except InferenceServerException as error:
             raise ScaffoldingError(error.message() or str(error)) from None
+        except (OSError, http.client.HTTPException) as error:  # the connection went away
+            raise ScaffoldingError(f"lost the connection to the server: {error}") from None
 
     def _ask_streaming(
         self, question, method, params, seed, deadline_s, on_event, timeout_s

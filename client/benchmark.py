@@ -44,7 +44,8 @@ def _tensor(name, value, dtype):
 
 class DirectGenerator:
     """The generator model called straight from the client: the strongest baseline a user
-    would write, one persistent asyncio gRPC channel with every request in flight together."""
+    would write, one persistent asyncio gRPC stream with every request in flight together
+    (the generator is decoupled, as TensorRT-LLM is in decoupled mode)."""
 
     def __init__(self, url: str, model: str = "generator"):
         self.model = model
@@ -55,31 +56,39 @@ class DirectGenerator:
     async def _connect(url: str) -> aio.InferenceServerClient:
         return aio.InferenceServerClient(url)
 
-    async def _generate(self, prompt: str, max_tokens: int, temperature: float, seed: int) -> str:
-        inputs = [
+    def _inputs(self, prompt: str, max_tokens: int, temperature: float, seed: int) -> list:
+        return [
             _tensor("text_input", np.array([[prompt]], dtype=np.object_), "BYTES"),
             _tensor("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
             _tensor("temperature", np.array([[temperature]], dtype=np.float32), "FP32"),
             _tensor("seed", np.array([[seed]], dtype=np.uint64), "UINT64"),
             _tensor("exclude_input_in_output", np.array([[True]]), "BOOL"),
         ]
-        reply = await self.client.infer(self.model, inputs)
-        return reply.as_numpy("text_output").reshape(-1)[0].decode()
+
+    async def _many(
+        self, prompt: str, max_tokens: int, temperature: float, seeds: list[int]
+    ) -> list[str]:
+        async def requests():
+            for index, seed in enumerate(seeds):
+                inputs = self._inputs(prompt, max_tokens, temperature, seed)
+                yield {"model_name": self.model, "inputs": inputs, "request_id": str(index)}
+
+        texts: dict[str, str] = {}
+        async for result, error in self.client.stream_infer(requests()):
+            if error is not None:
+                raise error
+            texts[result.get_response().id] = result.as_numpy("text_output").reshape(-1)[0].decode()
+            if len(texts) == len(seeds):
+                break
+        return [texts[str(index)] for index in range(len(seeds))]
 
     def generate(self, prompt: str, max_tokens: int, temperature: float, seed: int) -> str:
-        return self.loop.run_until_complete(self._generate(prompt, max_tokens, temperature, seed))
+        return self.loop.run_until_complete(self._many(prompt, max_tokens, temperature, [seed]))[0]
 
     def concurrent(
         self, prompt: str, max_tokens: int, temperature: float, seeds: list[int]
     ) -> list[str]:
-        async def together() -> list[str]:
-            return list(
-                await asyncio.gather(
-                    *(self._generate(prompt, max_tokens, temperature, s) for s in seeds)
-                )
-            )
-
-        return self.loop.run_until_complete(together())
+        return self.loop.run_until_complete(self._many(prompt, max_tokens, temperature, seeds))
 
     def close(self) -> None:
         self.loop.run_until_complete(self.client.close())

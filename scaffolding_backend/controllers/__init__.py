@@ -7,9 +7,11 @@ from typing import Any
 from ..kernel.controller import Controller
 from ..kernel.params import Caps, InvalidParameter, build_params
 from ..kernel.prompts import PromptFormat
+from .adaptive_consistency import AdaptiveConsistency
 from .beam_search import BeamSearch
 from .best_of_n import BestOfN
 from .cot import ChainOfThought
+from .deepconf import DeepConf
 from .dvts import DVTS
 from .majority_vote import MajorityVote
 from .mcts import MCTS
@@ -27,6 +29,8 @@ METHODS: dict[str, type[Controller]] = {
         DVTS,
         MCTS,
         TreeOfThoughts,
+        AdaptiveConsistency,
+        DeepConf,
     )
 }
 

@@ -28,6 +28,9 @@ class Account:
     seed: int
     status: Status = Status.RUNNING
     tasks: int = 0
+    stopped_tasks: int = (
+        0  # tasks stopped before their end because the method no longer needed them
+    )
     sub_requests: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     output_tokens: int = 0
@@ -55,6 +58,7 @@ class Account:
             "seed": self.seed,
             "status": self.status.value,
             "tasks": self.tasks,
+            "stopped_tasks": self.stopped_tasks,
             "sub_requests": self.total_sub_requests,
             "sub_requests_by_model": dict(self.sub_requests),
             "prompt_tokens": self.prompt_tokens,

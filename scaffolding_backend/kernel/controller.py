@@ -4,6 +4,8 @@
 
 * a ``list`` of tasks: the runtime runs them concurrently and resumes the
   generator (the list comes back, its tasks filled in);
+* a :class:`Settle`: tasks run concurrently until the controller's rule says the rest are
+  not needed; those are stopped;
 * a :class:`Parallel` group of sub-controller generators: run concurrently, the
   generator is resumed with the list of their return values;
 * a :class:`Progress` event: forwarded to the client (streaming) at once.
@@ -14,7 +16,7 @@ It returns an :class:`Outcome`. Methods compose with ``yield from``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -35,6 +37,16 @@ class EventKind(str, enum.Enum):
 @dataclass
 class Parallel:
     branches: list[Process]
+
+
+@dataclass
+class Settle:
+    """Run ``tasks`` concurrently; after each one finishes, ``settled(finished tasks)`` says
+    whether the rest are still needed. Once it says no, the others are stopped (a stopped
+    generation is not ``complete``) and the controller resumes with the whole list."""
+
+    tasks: Sequence[Task]
+    settled: Callable[[list[Task]], bool]
 
 
 @dataclass
@@ -84,7 +96,7 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)  # method-specific: tally, steps, ...
 
 
-Yielded = Sequence[Task] | Parallel | Progress  # a task list at run time
+Yielded = Sequence[Task] | Settle | Parallel | Progress  # a task list at run time
 Process = Generator[Yielded, Any, Outcome]
 
 

@@ -9,6 +9,7 @@ request is cancelled, and keeps the :class:`Account` of what the request cost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import defaultdict
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .account import Account, Status
-from .controller import Outcome, Parallel, Process, Progress
+from .controller import Outcome, Parallel, Process, Progress, Settle
 from .tasks import GenerationTask, Task
 
 TaskDone = Callable[[Task], None]
@@ -33,6 +34,9 @@ class Worker(Protocol):
 class Limits:
     deadline_s: float | None = None
     max_tasks: int | None = None  # generation + reward tasks one request may issue
+
+
+STOP_GRACE_S = 2.0  # how long stopped tasks may take to end before they are abandoned
 
 
 class WorkerError(RuntimeError):
@@ -55,6 +59,10 @@ class RequestFailed(Exception):
         self.reason = reason
         self.account = account
         self.client_error = client_error
+
+
+async def _wait(future: asyncio.Future, timeout: float | None = None) -> None:
+    await asyncio.wait([future], timeout=timeout)
 
 
 def derive_seed(request_seed: int, path: tuple[int, ...], counter: int) -> int:
@@ -126,14 +134,50 @@ class Runtime:
             elif isinstance(item, list):
                 await self._run_tasks(item, branch, account, limits, on_progress)
                 reply = item
+            elif isinstance(item, Settle):
+                await self._run_tasks(
+                    list(item.tasks), branch, account, limits, on_progress, item.settled
+                )
+                reply = item.tasks
             else:
                 raise TypeError(
                     f"a controller yielded {type(item).__name__}; "
-                    "expected a task list, Parallel or Progress"
+                    "expected a task list, Settle, Parallel or Progress"
                 )
 
+    @staticmethod
+    async def _until_done_or_settled(
+        run: asyncio.Future, settling: asyncio.Event, started: list[int]
+    ) -> list[int]:
+        """The workers' sub-request counts once they are done. Once the controller's rule is
+        settled, stopped tasks get STOP_GRACE_S to end (an engine that can stop reports what
+        it wrote); workers still busy after that are cancelled, and each of their tasks
+        counts as one sub-request."""
+        settled = asyncio.ensure_future(settling.wait())
+        try:
+            await asyncio.wait([run, settled], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        finally:
+            settled.cancel()
+        if not run.done():
+            await _wait(run, STOP_GRACE_S)
+        if not run.done():
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            return started
+        return list(run.result())
+
     async def _run_tasks(
-        self, tasks: list[Task], branch: _Branch, account: Account, limits: Limits, on_progress
+        self,
+        tasks: list[Task],
+        branch: _Branch,
+        account: Account,
+        limits: Limits,
+        on_progress,
+        settled: Callable[[list[Task]], bool] | None = None,
     ) -> None:
         for task in tasks:
             if isinstance(task, GenerationTask) and task.sampled and task.seed is None:
@@ -155,15 +199,29 @@ class Runtime:
             )
         account.tasks += len(tasks)
 
+        finished: list[Task] = []
+        settling = asyncio.Event()
+
         def on_done(task: Task) -> None:
+            task.finished = True
+            finished.append(task)
             event = task.on_done(task) if task.on_done is not None else None
             if event is not None and on_progress is not None:
                 on_progress(event)
+            if settled is not None and not settling.is_set() and settled(finished):
+                settling.set()
+                for other in tasks:
+                    other.request_stop()
 
         started = time.perf_counter()
-        try:
-            counts = await asyncio.gather(
+        run = asyncio.ensure_future(
+            asyncio.gather(
                 *(self.workers[tag].run(group, on_done) for tag, group in by_tag.items())
+            )
+        )
+        try:
+            counts = await self._until_done_or_settled(
+                run, settling, [len(group) for group in by_tag.values()]
             )
         except RequestFailed:
             raise
@@ -176,5 +234,6 @@ class Runtime:
         for tag, count in zip(by_tag, counts):
             account.sub_requests[tag] += count
         account.record_tasks(tasks)
+        account.stopped_tasks += sum(task.stop_requested for task in tasks)
         phase = "+".join(sorted({task.phase for task in tasks}))
         account.phase_seconds[phase] += time.perf_counter() - started

@@ -17,6 +17,7 @@ class FinishReason(str, enum.Enum):
     EOS = "eos"  # the model ended the text
     STOP_WORD = "stop_word"  # a stop word was written (a step ended at the delimiter)
     LENGTH = "length"  # cut by max_tokens or the context
+    CANCELLED = "cancelled"  # the caller stopped it
 
 
 @dataclass
@@ -25,6 +26,25 @@ class Task:
     phase: str  # account label for the wall time spent waiting on this task
     # called by the runtime as soon as this task finishes; a returned Progress is streamed
     on_done: Callable[[Task], Any] | None = field(default=None, repr=False, kw_only=True)
+    finished: bool = field(default=False, init=False, repr=False)
+    stop_requested: bool = field(default=False, init=False, repr=False)
+    _stop_listeners: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
+
+    def request_stop(self) -> None:
+        """Nobody needs this task's result any more: its worker stops it where the engine
+        allows (a task that already finished is left alone)."""
+        if self.finished or self.stop_requested:
+            return
+        self.stop_requested = True
+        for listener in self._stop_listeners:
+            listener()
+
+    def on_stop(self, listener: Callable[[], None]) -> None:
+        """For workers: ``listener()`` runs once a stop is requested (at once if it was)."""
+        if self.stop_requested:
+            listener()
+        else:
+            self._stop_listeners.append(listener)
 
 
 @dataclass
@@ -37,6 +57,12 @@ class GenerationTask(Task):
     seed: int | None = None  # None on a sampled task: the runtime derives one from the request seed
     stop_words: list[str] = field(default_factory=list)
     return_log_probs: bool = False
+    # called by the worker with each chunk of new text and its tokens' log-probs as the
+    # engine writes them (a streaming engine; otherwise once, with the whole text); a true
+    # return value stops the generation there
+    on_chunk: Callable[[GenerationTask, str, list[float]], bool] | None = field(
+        default=None, repr=False
+    )
     # filled in by the worker
     output_text: str | None = None
     num_prompt_tokens: int = 0
@@ -49,6 +75,11 @@ class GenerationTask(Task):
     @property
     def sampled(self) -> bool:
         return self.temperature > 0
+
+    @property
+    def complete(self) -> bool:
+        """Generated to its natural end (not stopped part-way, not abandoned)."""
+        return self.finished and self.finish_reason is not FinishReason.CANCELLED
 
 
 @dataclass

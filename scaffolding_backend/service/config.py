@@ -283,10 +283,12 @@ class GeneratorConfig(TorchModelConfig):
     overrides_env: ClassVar[str] = "SCAFFOLDING_GENERATOR_OVERRIDES"
 
     max_tokens_cap: int = 1024
+    # rows decoding together; more wait in the engine's queue and join as rows finish
+    max_batch_rows: int = 64
 
     def validate(self) -> None:
         super().validate()
-        self._positive("max_tokens_cap")
+        self._positive("max_tokens_cap", "max_batch_rows")
 
 
 @dataclass(frozen=True)

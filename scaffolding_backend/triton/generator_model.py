@@ -1,21 +1,44 @@
-"""The ``generator`` model: a CPU Hugging Face causal LM behind this project's native
-generation contract (``docs/ARCHITECTURE.md``: TensorRT-LLM's input names, plus the
-``finish_reason`` and token-count outputs TensorRT-LLM lacks). Triton's dynamic batcher
-hands ``execute`` several requests at once; they decode together in one engine call."""
+"""The ``generator`` model: a CPU Hugging Face causal LM with in-flight batching, behind
+this project's native generation contract (``docs/ARCHITECTURE.md``): TensorRT-LLM's
+input names, plus ``finish_reason`` and the token counts TensorRT-LLM lacks.
+
+Decoupled, like a TensorRT-LLM model deployed with ``decoupled_mode``: every request goes
+into the engine's running batch at once and gets its responses as the engine writes them.
+With ``stream`` true, one response per new token (its text and log-probability), then a
+final one with the finish reason and the counts; otherwise one final response with
+everything. A request that is cancelled (the client left) or stopped (a request with
+``stop`` true and the same request id, as TensorRT-LLM's ``tensorrt_llm`` model takes it)
+leaves the batch at the next decode step; its final response says ``cancelled``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ..engines.causal_lm import CausalLMEngine, GenerationRequest, GenerationResult
+from ..engines.causal_lm import CausalLMEngine, Generation, GenerationRequest, GenerationResult
 from ..kernel.params import InvalidParameter
 from ..service.config import ConfigError, GeneratorConfig, resolve_model_dir
 from ..service.values import Arrays, all_values, one_value
 from . import io
+
+CANCEL_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Options:
+    stream: bool
+    return_log_probs: bool
+    exclude_input: bool
+
+
+def _column(values: list, dtype: Any) -> np.ndarray:
+    return np.array([[value] for value in values], dtype=dtype)
 
 
 class GeneratorModel:
@@ -25,25 +48,30 @@ class GeneratorModel:
             self.model_dir = resolve_model_dir(self.config.model_dir, args["model_repository"])
         except ConfigError as error:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {error}") from None
-        self.engine = CausalLMEngine(self.model_dir, num_threads=self.config.num_threads or None)
+        self.engine = CausalLMEngine(
+            self.model_dir,
+            num_threads=self.config.num_threads or None,
+            max_batch_rows=self.config.max_batch_rows,
+        )
+        self.running: dict[str, list[Generation]] = {}  # by request id, for stop requests
+        self.metrics = EngineMetrics(args["model_name"], self.engine)
         pb_utils.Logger.log_info(f"generator: serving {self.model_dir} ({self.config})")
+
+    def finalize(self) -> None:
+        self.engine.close()
+
+    # -- parsing ------------------------------------------------------------------------------
 
     def _number(self, arrays: Arrays, name: str, kind: type, default: Any) -> Any:
         value = one_value(arrays, name)
         return default if value is None else kind(value)
 
-    def _parse(
-        self, arrays: Arrays, _parameters: str
-    ) -> tuple[list[GenerationRequest], tuple[bool, bool]]:
+    def _parse(self, arrays: Arrays) -> tuple[list[GenerationRequest], Options]:
         prompts = all_values(arrays, "text_input")
         if not prompts:
             raise InvalidParameter("text_input", "is required")
         if any(not p for p in prompts):
             raise InvalidParameter("text_input", "must not be empty")
-        if self._number(arrays, "stream", bool, False):
-            raise InvalidParameter(
-                "stream", "this CPU generator does not stream tokens; send stream=false"
-            )
         max_tokens = self._number(arrays, "max_tokens", int, None)
         if max_tokens is None:
             raise InvalidParameter("max_tokens", "is required")
@@ -71,6 +99,15 @@ class GeneratorModel:
                     f"prompt of {length} tokens plus max_tokens={max_tokens} exceeds "
                     f"the model's context of {self.engine.max_context}",
                 )
+        options = Options(
+            stream=self._number(arrays, "stream", bool, False),
+            return_log_probs=self._number(arrays, "return_log_probs", bool, False),
+            exclude_input=self._number(arrays, "exclude_input_in_output", bool, False),
+        )
+        if options.stream and len(prompts) > 1:
+            raise InvalidParameter(
+                "stream", "streams one prompt per request, got a batch of several"
+            )
         requests = [
             GenerationRequest(
                 prompt,
@@ -83,39 +120,144 @@ class GeneratorModel:
             )
             for row, prompt in enumerate(prompts)
         ]
-        return_log_probs = self._number(arrays, "return_log_probs", bool, False)
-        exclude_input = self._number(arrays, "exclude_input_in_output", bool, False)
-        return requests, (return_log_probs, exclude_input)
+        return requests, options
+
+    # -- serving ------------------------------------------------------------------------------
+
+    async def execute(self, requests: list[Any]) -> None:
+        await asyncio.gather(*(self._serve(request) for request in requests))
+
+    async def _serve(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        arrays = io.input_arrays(request)
+        if self._number(arrays, "stop", bool, False):  # a stop request: end the running one
+            stopped = self.running.get(request.request_id(), [])
+            for generation in stopped:
+                generation.cancel()
+            sender.send(pb_utils.InferenceResponse(output_tensors=[]), flags=final)
+            return
+        try:
+            rows, options = self._parse(arrays)
+        except InvalidParameter as error:
+            sender.send(io.error_response(error), flags=final)
+            return
+        loop = asyncio.get_running_loop()
+        tokens: asyncio.Queue = asyncio.Queue()
+        results_due = [loop.create_future() for _ in rows]
+
+        # the engine calls these on its own thread; its calls arrive here in order
+        def on_token(text: str, log_prob: float) -> None:
+            loop.call_soon_threadsafe(tokens.put_nowait, (text, log_prob))
+
+        def on_finish(due: asyncio.Future) -> Any:
+            return lambda result: loop.call_soon_threadsafe(due.set_result, result)
+
+        generations = [
+            self.engine.submit(row, on_token if options.stream else None, on_finish(due))
+            for row, due in zip(rows, results_due)
+        ]
+        request_id = request.request_id()
+        if request_id:
+            self.running[request_id] = generations
+        finished = asyncio.gather(*results_due)
+        try:
+            while not (finished.done() and tokens.empty()):
+                if request.is_cancelled():
+                    for generation in generations:
+                        generation.cancel()
+                if not options.stream:
+                    await asyncio.wait([finished], timeout=CANCEL_POLL_S)
+                    continue
+                try:
+                    text, log_prob = await asyncio.wait_for(tokens.get(), CANCEL_POLL_S)
+                except asyncio.TimeoutError:
+                    continue
+                sender.send(self._token_response(text, log_prob, options))
+            results = finished.result()
+        finally:
+            if request_id:
+                self.running.pop(request_id, None)
+        self.metrics.update()
+        failed = [result.error for result in results if result.finish_reason == "error"]
+        if failed:
+            failure = RuntimeError(f"generation failed: {failed[0]}")
+            sender.send(io.error_response(failure, pb_utils.TritonError.INTERNAL), flags=final)
+            return
+        sender.send(self._final_response(rows, results, options), flags=final)
 
     @staticmethod
-    def _response(
-        rows: list[GenerationRequest], results: list[GenerationResult], options: tuple[bool, bool]
-    ) -> Any:
-        return_log_probs, exclude_input = options
-        texts = [r.text if exclude_input else row.prompt + r.text for r, row in zip(results, rows)]
-        longest = max(1, max(r.num_output_tokens for r in results))
-        log_probs = np.zeros((len(results), 1, longest), dtype=np.float32)
-        if return_log_probs:
-            for row, result in enumerate(results):
-                log_probs[row, 0, : result.num_output_tokens] = result.token_log_probs
-        column = lambda values, dtype: np.array([[v] for v in values], dtype=dtype)
-        outputs = [
-            pb_utils.Tensor("text_output", column(texts, np.object_)),
-            pb_utils.Tensor("cum_log_probs", column([r.cum_log_prob for r in results], np.float32)),
-            pb_utils.Tensor("output_log_probs", log_probs),
-            pb_utils.Tensor(
-                "num_input_tokens", column([r.num_prompt_tokens for r in results], np.int32)
-            ),
-            pb_utils.Tensor(
-                "num_output_tokens", column([r.num_output_tokens for r in results], np.int32)
-            ),
-            pb_utils.Tensor(
-                "finish_reason", column([r.finish_reason for r in results], np.object_)
-            ),
-        ]
+    def _token_response(text: str, log_prob: float, options: Options) -> Any:
+        outputs = [pb_utils.Tensor("text_output", np.array([[text]], dtype=np.object_))]
+        if options.return_log_probs:
+            outputs.append(
+                pb_utils.Tensor("output_log_probs", np.array([[[log_prob]]], dtype=np.float32))
+            )
         return pb_utils.InferenceResponse(output_tensors=outputs)
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        return io.execute_batched(
-            requests, self._parse, self.engine.generate, self._response, "generator"
-        )
+    @staticmethod
+    def _final_response(
+        rows: list[GenerationRequest], results: list[GenerationResult], options: Options
+    ) -> Any:
+        if options.stream:  # the text went out token by token
+            texts = ["" for _ in results]
+        else:
+            texts = [
+                r.text if options.exclude_input else row.prompt + r.text
+                for r, row in zip(results, rows)
+            ]
+        outputs = [
+            pb_utils.Tensor("text_output", _column(texts, np.object_)),
+            pb_utils.Tensor(
+                "cum_log_probs", _column([r.cum_log_prob for r in results], np.float32)
+            ),
+            pb_utils.Tensor(
+                "num_input_tokens", _column([r.num_prompt_tokens for r in results], np.int32)
+            ),
+            pb_utils.Tensor(
+                "num_output_tokens", _column([r.num_output_tokens for r in results], np.int32)
+            ),
+            pb_utils.Tensor(
+                "finish_reason", _column([r.finish_reason for r in results], np.object_)
+            ),
+        ]
+        if options.return_log_probs and not options.stream:
+            longest = max(1, max(r.num_output_tokens for r in results))
+            log_probs = np.zeros((len(results), 1, longest), dtype=np.float32)
+            for row, result in enumerate(results):
+                log_probs[row, 0, : result.num_output_tokens] = result.token_log_probs
+            outputs.append(pb_utils.Tensor("output_log_probs", log_probs))
+        return pb_utils.InferenceResponse(output_tensors=outputs)
+
+
+class EngineMetrics:
+    """The engine's counters on Triton's /metrics: generated tokens, requests that left
+    cancelled, and tokens written after a cancel (which stays 0: a cancelled request
+    leaves at the next decode step)."""
+
+    def __init__(self, model_name: str, engine: CausalLMEngine):
+        self.engine = engine
+        counter = pb_utils.MetricFamily.COUNTER
+        labels = {"model": model_name}
+        # the families must outlive their metrics: both are kept
+        self.families = {
+            name: pb_utils.MetricFamily(
+                name=f"generator_{name}_total", description=description, kind=counter
+            )
+            for name, description in (
+                ("tokens", "Tokens the engine wrote"),
+                ("steps", "Batched decode steps the engine ran"),
+                ("cancelled", "Requests that left the batch cancelled"),
+                ("tokens_after_cancel", "Tokens written for a request after it was cancelled"),
+            )
+        }
+        self.metrics = {
+            name: family.Metric(labels=labels) for name, family in self.families.items()
+        }
+        self.reported = {name: 0 for name in self.families}
+
+    def update(self) -> None:
+        for name, metric in self.metrics.items():
+            value = getattr(self.engine.stats, name)
+            metric.increment(value - self.reported[name])
+            self.reported[name] = value

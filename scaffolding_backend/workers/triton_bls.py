@@ -60,6 +60,18 @@ def _next_or_none(responses: Iterator[Any]) -> Any | None:
     return next(responses, None)
 
 
+def _exhaust(responses: Iterator[Any]) -> None:
+    for _ in responses:
+        pass
+
+
+def _in_background(work: Any) -> None:
+    """Run a coroutine or future to its end without anyone awaiting it."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 def _inference_request(
     model: str, request: TritonRequest, context: RequestContext, request_id: str = ""
 ) -> Any:
@@ -97,13 +109,18 @@ class BLSGenerationWorker:
         self.context = context
         self.counter = counter
 
-    async def _send_decoupled(self, request: TritonRequest) -> list[dict[str, np.ndarray]]:
+    async def _send_decoupled(
+        self, task: GenerationTask, request: TritonRequest
+    ) -> list[dict[str, np.ndarray]]:
         """Every response's outputs, in order (a decoupled target may send several, and a
-        last one with no outputs that only carries the final flag)."""
+        last one with no outputs that only carries the final flag). Streamed chunks go to
+        the task's ``on_chunk`` as they come; a stop the task asks for goes to the engine."""
         request_id = uuid.uuid4().hex
         responses = await _inference_request(
             self.model, request, self.context, request_id
         ).async_exec(decoupled=True)
+        task.on_stop(lambda: self._stop(request_id))
+        streamed = self.contract.streams_for(task)
         collected: list[dict[str, np.ndarray]] = []
         loop = asyncio.get_running_loop()
         try:
@@ -113,25 +130,36 @@ class BLSGenerationWorker:
                 if response is None:
                     return collected
                 outputs = _outputs(response, self.model)
-                if outputs:
-                    collected.append(outputs)
+                if not outputs:
+                    continue
+                collected.append(outputs)
+                chunk = self.contract.chunk(outputs) if streamed else None
+                if chunk is not None and task.on_chunk is not None and task.on_chunk(task, *chunk):
+                    task.request_stop()
         except asyncio.CancelledError:
-            self._cancel(responses, request_id)
+            self._abandon(responses, request_id)
             raise
 
-    def _cancel(self, responses: Any, request_id: str) -> None:
-        """Stop a generation nobody waits for: Triton's BLS cancellation where the Python
-        backend has it (newer than 2.51), else the contract's stop request."""
-        if hasattr(responses, "cancel"):
-            responses.cancel()
-        elif self.contract.capabilities.stop_request:
+    def _stop(self, request_id: str) -> None:
+        """Ask the engine to end a generation (where the Python backend's BLS cancellation is
+        missing, as on Triton 2.51, through the contract's stop request); the engine's last
+        response then says how far it got."""
+        if self.contract.capabilities.stop_request:
             stop = _inference_request(
                 self.model, self.contract.stop_request(), RequestContext(), request_id
             )
-            # in the background: the request that wanted the generation is already gone
-            task = asyncio.ensure_future(self._drain(stop))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            _in_background(self._drain(stop))
+
+    def _abandon(self, responses: Any, request_id: str) -> None:
+        """Nobody waits for this generation any more: cancel it (Triton's BLS cancellation
+        where the Python backend has it, else the stop request) and read what is left of
+        its responses in a thread, where the iterator may block until the engine ends."""
+        if hasattr(responses, "cancel"):
+            responses.cancel()
+        else:
+            self._stop(request_id)
+        loop = asyncio.get_running_loop()
+        _in_background(loop.run_in_executor(None, _exhaust, responses))
 
     async def _drain(self, request: Any) -> None:
         """Send a request nobody waits for and read its responses to the end."""
@@ -139,20 +167,20 @@ class BLSGenerationWorker:
             await request.async_exec()
             return
         responses = await request.async_exec(decoupled=True)
-        loop = asyncio.get_running_loop()
-        while await loop.run_in_executor(None, _next_or_none, responses) is not None:
-            pass
+        await asyncio.get_running_loop().run_in_executor(None, _exhaust, responses)
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
         request = self.contract.request(task)
         async with self.context.slot():
             if self.contract.decoupled:
-                responses = await self._send_decoupled(request)
+                responses = await self._send_decoupled(task, request)
             else:
                 responses = [await send(self.model, request, self.context)]
         if not responses:
             raise SubRequestFailed(f"model '{self.model}' sent no response with outputs")
         finish(task, self.contract.reply(task, responses), self.counter)
+        if task.on_chunk is not None and not self.contract.streams_for(task):
+            task.on_chunk(task, task.output_text or "", task.token_log_probs or [])  # all at once
         on_done(task)
 
     async def run(self, tasks: list[Task], on_done: TaskDone) -> int:

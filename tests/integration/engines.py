@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import tritonclient.grpc as grpc
 
 from scaffolding_backend.server import REPO_ROOT, free_port
 
@@ -60,6 +63,49 @@ TARGETS: dict[str, dict[str, str]] = {
 CANCELLABLE = "trtllm_llmapi"  # its fixture streams slowly and honours stop requests
 # a prompt format of its own for scaffolding_custom_format (over the native generator)
 CUSTOM_FORMAT = {"prompt_template": "Problem: {question}\nSolution:\n", "step_delimiter": "\n"}
+
+
+def stream_responses(grpc_url: str, model: str, inputs: list, *, timeout_s: float = 60) -> list:
+    """Every response with outputs to one request over a gRPC stream (how a decoupled model
+    such as the generator answers), the final one last."""
+    replies: queue.Queue = queue.Queue()
+    with grpc.InferenceServerClient(grpc_url) as client:
+        client.start_stream(callback=lambda result, error: replies.put((result, error)))
+        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        responses = []
+        while True:
+            result, error = replies.get(timeout=timeout_s)
+            if error is not None:
+                client.stop_stream()
+                raise error
+            final = result.get_response().parameters["triton_final_response"].bool_param
+            if result.get_response().outputs:
+                responses.append(result)
+            if final:
+                client.stop_stream()
+                return responses
+
+
+def final_responses(
+    grpc_url: str, model: str, requests: list[list], *, timeout_s: float = 120
+) -> list:
+    """Several requests in flight together over one gRPC stream; each one's final response
+    (with outputs), in the order the requests were given."""
+    replies: queue.Queue = queue.Queue()
+    finals: dict[str, object] = {}
+    with grpc.InferenceServerClient(grpc_url) as client:
+        client.start_stream(callback=lambda result, error: replies.put((result, error)))
+        for index, inputs in enumerate(requests):
+            client.async_stream_infer(model, inputs, request_id=str(index))
+        while len(finals) < len(requests):
+            result, error = replies.get(timeout=timeout_s)
+            if error is not None:
+                client.stop_stream()
+                raise error
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                finals[result.get_response().id] = result
+        client.stop_stream()
+    return [finals[str(index)] for index in range(len(requests))]
 
 
 def model_name(target: str, *, streaming: bool = False) -> str:

@@ -15,6 +15,8 @@ from tritonclient.utils import InferenceServerException
 
 from client.api import ScaffoldingClient
 
+from .engines import final_responses
+
 pytestmark = pytest.mark.integration
 
 QUESTION = "Tom has 5 apples. He buys 3 more apples. How many apples does Tom have now?"
@@ -171,7 +173,7 @@ def _generation_inputs(temperature: float, seed: int) -> list:
         ("temperature", np.array([[temperature]], dtype=np.float32), "FP32"),
         ("seed", np.array([[seed]], dtype=np.uint64), "UINT64"),
     ):
-        tensor = http.InferInput(name, list(value.shape), dtype)
+        tensor = grpc.InferInput(name, list(value.shape), dtype)
         tensor.set_data_from_numpy(value)
         tensors.append(tensor)
     return tensors
@@ -181,9 +183,10 @@ def test_a_tiny_temperature_co_batched_with_good_requests_fails_nobody(triton):
     """Temperature 1e-40 overflowed the sampler and failed the whole dynamic batch; it is
     now sampling's limit as the temperature goes to 0 (greedy), and its neighbours finish."""
     rows = [(0.8, seed) for seed in range(8)] + [(1e-40, 99), (0.0, 0)]
-    with http.InferenceServerClient(triton.http_url, concurrency=len(rows)) as client:
-        pending = [client.async_infer("generator", _generation_inputs(t, s)) for t, s in rows]
-        texts = [p.get_result().as_numpy("text_output").reshape(-1)[0].decode() for p in pending]
+    finals = final_responses(
+        triton.grpc_url, "generator", [_generation_inputs(t, s) for t, s in rows]
+    )
+    texts = [final.as_numpy("text_output").reshape(-1)[0].decode() for final in finals]
     assert all(texts)
     assert texts[-2] == texts[-1]  # the tiny temperature wrote the greedy text
     with ScaffoldingClient(triton.http_url, "http") as scaffolding:

@@ -5,7 +5,6 @@ LLM-API model), the vLLM backend fixture, and a real OpenAI-compatible server.""
 from __future__ import annotations
 
 import json
-import queue
 import re
 import time
 import urllib.request
@@ -19,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from client.api import ScaffoldingClient, ScaffoldingError
 
-from .engines import CANCELLABLE, CUSTOM_FORMAT, TARGETS, model_name
+from .engines import CANCELLABLE, CUSTOM_FORMAT, TARGETS, model_name, stream_responses
 
 pytestmark = pytest.mark.integration
 
@@ -147,23 +146,6 @@ def test_trtllm_v014_refuses_inputs_it_does_not_declare_and_echoes_the_prompt(ht
         )
 
 
-def _stream(triton, model: str, inputs) -> list:
-    replies: queue.Queue = queue.Queue()
-    with grpc.InferenceServerClient(triton.grpc_url) as client:
-        client.start_stream(callback=lambda result, error: replies.put((result, error)))
-        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
-        responses = []
-        while True:
-            result, error = replies.get(timeout=60)
-            assert error is None, error
-            if result.get_response().parameters["triton_final_response"].bool_param:
-                if result.as_numpy("text_output") is not None:
-                    responses.append(result)
-                client.stop_stream()
-                return responses
-            responses.append(result)
-
-
 def test_vllm_fixture_keeps_vllms_defaults(triton):
     """Without sampling parameters vLLM writes at most 16 tokens; without
     exclude_input_in_output a non-streamed text starts with the prompt; streamed, each
@@ -171,11 +153,11 @@ def test_vllm_fixture_keeps_vllms_defaults(triton):
     prompt = f"Question: {QUESTION}\nAnswer:\n"
     text_input = _tensor(grpc, "text_input", np.array([prompt], dtype=np.object_), "BYTES")
     count = _tensor(grpc, "return_num_output_tokens", np.array([True]), "BOOL")
-    [whole] = _stream(triton, "vllm_model", [text_input, count])
+    [whole] = stream_responses(triton.grpc_url, "vllm_model", [text_input, count])
     assert whole.as_numpy("text_output")[0].decode().startswith(prompt)
     assert int(whole.as_numpy("num_output_tokens")[0]) == 16
     stream = _tensor(grpc, "stream", np.array([True]), "BOOL")
-    deltas = _stream(triton, "vllm_model", [text_input, count, stream])
+    deltas = stream_responses(triton.grpc_url, "vllm_model", [text_input, count, stream])
     assert len(deltas) > 1
     streamed = "".join(r.as_numpy("text_output")[0].decode() for r in deltas)
     assert streamed == whole.as_numpy("text_output")[0].decode()[len(prompt) :]

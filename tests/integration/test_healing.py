@@ -56,7 +56,7 @@ def _ask(url: str, protocol: str, method: str, params: dict) -> str:
 @pytest.mark.parametrize(
     ("model", "protocol", "method", "params"),
     [
-        ("generator", "http", "majority_vote", LONG),
+        ("generator", "http", "majority_vote", LONG),  # decoupled too: healed by a restart
         ("reward", "http", "best_of_n", LONG),
         ("scaffolding_unary", "http", "majority_vote", LONG),
         ("scaffolding", "grpc", "majority_vote", LONG),
@@ -86,7 +86,7 @@ def test_a_killed_model_process_heals(healed_server, model, protocol, method, pa
     )
     event = supervisor.events[-1]
     assert model in event["models"]
-    assert event["action"] == ("restart" if model == "scaffolding" else "reload")
+    assert event["action"] == ("restart" if model in ("scaffolding", "generator") else "reload")
     assert _ask(url, protocol, "cot", {"max_tokens": 64}) == "ok"
     serving_after = time.monotonic() - killed
     assert serving_after < 60

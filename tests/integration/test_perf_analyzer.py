@@ -21,7 +21,7 @@ CASES = [
     ("scaffolding", "grpc", "scaffolding_majority_vote_8_stream.json", ["--streaming"]),
     ("scaffolding_unary", "http", "scaffolding_best_of_n_4.json", []),
     ("scaffolding_unary", "http", "scaffolding_beam_search_4.json", []),
-    ("generator", "http", "generator.json", []),
+    ("generator", "grpc", "generator.json", ["--streaming"]),
     ("reward", "http", "reward.json", []),
     ("reward_orm", "http", "reward.json", []),
 ]

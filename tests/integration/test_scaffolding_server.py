@@ -8,10 +8,13 @@ import urllib.request
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
 from client.api import ScaffoldingClient, ScaffoldingError
+
+from .engines import stream_responses
 
 pytestmark = pytest.mark.integration
 QUESTION = "Tom has 23 apples and buys 48 more. How many apples does Tom have now?"
@@ -137,27 +140,30 @@ def test_raw_tensors_errors_and_request_parameters(http_client):
         http_client.infer("scaffolding_unary", [question, stream])
 
 
-def test_generator_speaks_the_generation_contract_and_refuses_bad_input(http_client):
+def _grpc_input(name, value, dtype):
+    tensor = grpc.InferInput(name, list(value.shape), dtype)
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+def test_generator_speaks_the_generation_contract_and_refuses_bad_input(triton):
     def inputs(max_tokens=8, **extra):
+        prompt = np.array([["Question: 1 + 1?\nAnswer:\n"]], dtype=np.object_)
         tensors = [
-            _infer_input(
-                "text_input", np.array([["Question: 1 + 1?\nAnswer:\n"]], dtype=np.object_), "BYTES"
-            ),
-            _infer_input("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
+            _grpc_input("text_input", prompt, "BYTES"),
+            _grpc_input("max_tokens", np.array([[max_tokens]], dtype=np.int32), "INT32"),
         ]
         for name, (value, dtype) in extra.items():
-            tensors.append(_infer_input(name, value, dtype))
+            tensors.append(_grpc_input(name, value, dtype))
         return tensors
 
-    reply = http_client.infer(
-        "generator",
-        inputs(
-            temperature=(np.array([[0.8]], dtype=np.float32), "FP32"),
-            seed=(np.array([[3]], dtype=np.uint64), "UINT64"),
-            return_log_probs=(np.array([[True]]), "BOOL"),
-            exclude_input_in_output=(np.array([[True]]), "BOOL"),
-        ),
-    )
+    sampling = {
+        "temperature": (np.array([[0.8]], dtype=np.float32), "FP32"),
+        "seed": (np.array([[3]], dtype=np.uint64), "UINT64"),
+        "return_log_probs": (np.array([[True]]), "BOOL"),
+        "exclude_input_in_output": (np.array([[True]]), "BOOL"),
+    }
+    [reply] = stream_responses(triton.grpc_url, "generator", inputs(**sampling))
     count = int(reply.as_numpy("num_output_tokens")[0][0])
     assert 1 <= count <= 8
     assert reply.as_numpy("output_log_probs").shape == (1, 1, count)
@@ -165,12 +171,25 @@ def test_generator_speaks_the_generation_contract_and_refuses_bad_input(http_cli
         reply.as_numpy("output_log_probs")[0, 0].sum(), abs=1e-3
     )
     assert reply.as_numpy("finish_reason")[0][0].decode() in {"eos", "length", "stop_word"}
+    # streamed: one response per token with its text and log-probability, then the counts
+    streamed = stream_responses(
+        triton.grpc_url, "generator", inputs(**sampling, stream=(np.array([[True]]), "BOOL"))
+    )
+    *tokens, final = streamed
+    assert len(tokens) == count and int(final.as_numpy("num_output_tokens")[0][0]) == count
+    assert (
+        "".join(t.as_numpy("text_output").reshape(-1)[0].decode() for t in tokens)
+        == reply.as_numpy("text_output").reshape(-1)[0].decode()
+    )
+    assert [float(t.as_numpy("output_log_probs").reshape(-1)[0]) for t in tokens] == pytest.approx(
+        reply.as_numpy("output_log_probs")[0, 0].tolist(), abs=1e-5
+    )
     for bad, field in [
         (inputs(max_tokens=0), "max_tokens"),
         (inputs(top_p=(np.array([[0.0]], dtype=np.float32), "FP32")), "top_p"),
     ]:
         with pytest.raises(InferenceServerException, match=field):
-            http_client.infer("generator", bad)
+            stream_responses(triton.grpc_url, "generator", bad)
 
 
 def test_prometheus_metrics_count_requests_and_sub_requests(triton):

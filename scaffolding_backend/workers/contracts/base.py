@@ -107,6 +107,17 @@ class TritonContract:
     def stop_request(self) -> TritonRequest:  # pragma: no cover - where capabilities.stop_request
         raise NotImplementedError
 
+    def chunk(self, outputs: Outputs) -> tuple[str, list[float]] | None:
+        """A streamed response as (new text, its tokens' log-probs); None where the response
+        is not a chunk of new tokens (a final one, or a contract that does not stream deltas)."""
+        return None
+
+    def streams_for(self, task: GenerationTask) -> bool:
+        """Whether to ask the target to stream this task: when configured, or when the task
+        wants its chunks (``on_chunk``) and the target can stream."""
+        wants = self.stream or task.on_chunk is not None
+        return wants and self.decoupled and self.capabilities.streams
+
 
 def scalar(value: Any, dtype: Any, *, batched: bool = True) -> np.ndarray:
     """One element: [1, 1] for a model with a batch dimension, [1] for one without."""

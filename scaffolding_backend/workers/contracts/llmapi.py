@@ -53,7 +53,7 @@ class LLMAPIContract(TritonContract):
         if task.stop_words:
             inputs["sampling_param_stop"] = strings(task.stop_words, **UNBATCHED)
         if self.decoupled:
-            inputs["streaming"] = scalar(self.stream, np.bool_, **UNBATCHED)
+            inputs["streaming"] = scalar(self.streams_for(task), np.bool_, **UNBATCHED)
         outputs = ("text_output", "finish_reason", "stop_reason", "cumulative_logprob")
         return TritonRequest(inputs, outputs)
 

@@ -28,7 +28,14 @@ class NativeContract(TritonContract):
     name = "native"
 
     def capabilities_of(self, release: str) -> Capabilities:
-        return Capabilities(finish_reason=True, token_counts=True, log_probs=True)
+        return Capabilities(
+            decoupled=True,
+            streams=True,
+            finish_reason=True,
+            token_counts=True,
+            log_probs=True,
+            stop_request=True,
+        )
 
     def request(self, task: GenerationTask) -> TritonRequest:
         inputs = {
@@ -37,6 +44,7 @@ class NativeContract(TritonContract):
             **sampling_inputs(task),
             "return_log_probs": scalar(task.return_log_probs, np.bool_),
             "exclude_input_in_output": scalar(True, np.bool_),
+            "stream": scalar(self.streams_for(task), np.bool_),
         }
         if task.seed is not None:
             inputs["seed"] = scalar(task.seed, np.uint64)
@@ -54,13 +62,34 @@ class NativeContract(TritonContract):
         return TritonRequest(inputs, tuple(outputs))
 
     def reply(self, task: GenerationTask, responses: Sequence[Outputs]) -> EngineReply:
-        [outputs] = responses
-        count = first_int(outputs.get("num_output_tokens"))
+        """Streamed: a response per token (text, log-prob), then the final one with the finish
+        reason and the counts; otherwise the final one carries everything."""
+        final = responses[-1]
+        count = first_int(final.get("num_output_tokens"))
+        if len(responses) > 1:
+            log_probs = [
+                value for outputs in responses[:-1] for value in log_probs_of(outputs) or []
+            ]
+        else:
+            log_probs = log_probs_of(final, count) or []
         return EngineReply(
-            text=text_of(outputs.get("text_output")),
-            finish_reason=FinishReason(text_of(outputs.get("finish_reason"))),
-            num_prompt_tokens=first_int(outputs.get("num_input_tokens")),
+            text="".join(text_of(outputs.get("text_output")) for outputs in responses),
+            finish_reason=FinishReason(text_of(final.get("finish_reason"))),
+            num_prompt_tokens=first_int(final.get("num_input_tokens")),
             num_output_tokens=count,
-            token_log_probs=log_probs_of(outputs, count),
-            cum_log_prob=first_float(outputs.get("cum_log_probs")),
+            token_log_probs=log_probs if task.return_log_probs else None,
+            cum_log_prob=first_float(final.get("cum_log_probs")),
         )
+
+    def chunk(self, outputs: Outputs) -> tuple[str, list[float]] | None:
+        if "finish_reason" in outputs:  # the final response: counts, no new text
+            return None
+        return text_of(outputs.get("text_output")), log_probs_of(outputs) or []
+
+    def stop_request(self) -> TritonRequest:
+        inputs = {
+            "text_input": scalar("", np.object_),
+            "max_tokens": scalar(1, np.int32),
+            "stop": scalar(True, np.bool_),
+        }
+        return TritonRequest(inputs, ("text_output",))

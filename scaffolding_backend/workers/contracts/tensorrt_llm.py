@@ -102,7 +102,7 @@ class TensorRTLLMContract(TritonContract):
             inputs["return_num_output_tokens"] = scalar(True, np.bool_)
             outputs += ["num_input_tokens", "num_output_tokens"]
         if self.decoupled:
-            inputs["stream"] = scalar(self.stream, np.bool_)
+            inputs["stream"] = scalar(self.streams_for(task), np.bool_)
         return TritonRequest(inputs, tuple(outputs))
 
     def reply(self, task: GenerationTask, responses: Sequence[Outputs]) -> EngineReply:
@@ -121,6 +121,9 @@ class TensorRTLLMContract(TritonContract):
             else [value for chunk in log_probs for value in chunk or []],
             cum_log_prob=first_float(responses[-1].get("cum_log_probs")),
         )
+
+    def chunk(self, outputs: Outputs) -> tuple[str, list[float]] | None:
+        return text_of(outputs.get("text_output")), log_probs_of(outputs) or []
 
 
 class TensorRTLLMBLSContract(TensorRTLLMContract):

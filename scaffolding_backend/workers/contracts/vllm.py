@@ -68,7 +68,7 @@ class VLLMContract(TritonContract):
             sampling |= {"stop": task.stop_words, "include_stop_str_in_output": True}
         inputs = {
             "text_input": strings([task.prompt], **UNBATCHED),
-            "stream": scalar(self.stream, np.bool_, **UNBATCHED),
+            "stream": scalar(self.streams_for(task), np.bool_, **UNBATCHED),
             "exclude_input_in_output": scalar(True, np.bool_, **UNBATCHED),
             "sampling_parameters": strings([json.dumps(sampling)], **UNBATCHED),
         }
@@ -83,6 +83,9 @@ class VLLMContract(TritonContract):
                 inputs[f"return_{flag}"] = scalar(True, np.bool_, **UNBATCHED)
                 outputs.append(flag)
         return TritonRequest(inputs, tuple(outputs))
+
+    def chunk(self, outputs: Outputs) -> tuple[str, list[float]] | None:
+        return text_of(outputs.get("text_output")), []  # no per-token log-probs asked for
 
     def reply(self, task: GenerationTask, responses: Sequence[Outputs]) -> EngineReply:
         reason = text_of(responses[-1].get("finish_reason"))
