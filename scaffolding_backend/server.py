@@ -36,6 +36,10 @@ DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 RESTRICTED_APIS = "shared-memory,model-repository,statistics,trace,logging"
 ADMIN_HEADER = "admin-key"
 ADMIN_KEY_ENV = "SCAFFOLDING_ADMIN_KEY"
+# Triton's Python backend holds one of these server threads for each decoupled BLS request
+# until it ends; past the pool (32 by default), sub-requests and stop requests queue behind
+# running generations. Enough for the scaffolding models' bls_threads together.
+PYTHON_BACKEND_THREADS = 512
 CACHE_DIR = Path(os.environ.get("SCAFFOLDING_CACHE", Path.home() / ".cache" / "triton-scaffolding"))
 
 
@@ -189,6 +193,7 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--log-info=true",
+            f"--backend-config=python,thread-pool-size={PYTHON_BACKEND_THREADS}",
         ]
         if install.backend_dir is not None:
             command.append(f"--backend-directory={install.backend_dir}")

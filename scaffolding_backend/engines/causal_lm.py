@@ -88,12 +88,15 @@ class Generation:
         self.on_token = on_token
         self.on_finish = on_finish
         self.cancelled = False
+        # held while the engine writes this request's token, so a cancel falls between tokens
+        self.writing = threading.Lock()
         self.result: GenerationResult | None = None
         self.done = threading.Event()
 
     def cancel(self) -> None:
         """Leave the batch at the next decode step (no token is written after this)."""
-        self.cancelled = True
+        with self.writing:
+            self.cancelled = True
 
     def wait(self, timeout: float | None = None) -> GenerationResult:
         if not self.done.wait(timeout):
@@ -124,7 +127,7 @@ class _Row:
 
 @dataclass
 class EngineStats:
-    rows: int = 0  # requests finished
+    generations: int = 0  # requests that left the engine (finished, cancelled or failed)
     tokens: int = 0  # tokens written
     steps: int = 0  # decode steps (batched forward passes after a prefill)
     cancelled: int = 0  # requests that left the batch cancelled
@@ -322,14 +325,15 @@ class CausalLMEngine:
         """Sample and append each row's next token; a row that fails fails alone."""
         log_probs = torch.log_softmax(logits, dim=-1)
         for position, row in enumerate(rows):
-            if row.generation.cancelled:
-                row.finish_reason = "cancelled"
-                continue
-            try:
-                token = self._sample(row, logits[position])
-                self._append(row, token, float(log_probs[position, token]))
-            except Exception as error:
-                row.finish_reason, row.error = "error", f"{error}"
+            with row.generation.writing:
+                if row.generation.cancelled:
+                    row.finish_reason = "cancelled"
+                    continue
+                try:
+                    token = self._sample(row, logits[position])
+                    self._append(row, token, float(log_probs[position, token]))
+                except Exception as error:
+                    row.finish_reason, row.error = "error", f"{error}"
 
     def _retire(self, indexes: list[int]) -> None:
         """Remove finished rows from the batch, and the padding no row needs any more."""
@@ -408,7 +412,7 @@ class CausalLMEngine:
             finish_reason=reason,
             error=row.error,
         )
-        self.stats.rows += 1
+        self.stats.generations += 1
         self.stats.cancelled += reason == "cancelled"
         generation = row.generation
         generation.result = result

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,11 @@ from ..service.config import ConfigError, GeneratorConfig, resolve_model_dir
 from ..service.values import Arrays, all_values, one_value
 from . import io
 
-CANCEL_POLL_S = 0.05
+# a client that leaves is noticed within this; every check is a round trip to the server, and
+# polling 64 requests at 20 Hz each slowed the stub's intake of new requests and stops
+CANCEL_POLL_S = 0.2
+STOP_MEMORY_S = 60.0  # how long a stop waits for a request it overtook
+STOP_MEMORY_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class GeneratorModel:
             max_batch_rows=self.config.max_batch_rows,
         )
         self.running: dict[str, list[Generation]] = {}  # by request id, for stop requests
+        self.stopped_early: OrderedDict[str, float] = OrderedDict()  # stops before their request
         self.metrics = EngineMetrics(args["model_name"], self.engine)
         pb_utils.Logger.log_info(f"generator: serving {self.model_dir} ({self.config})")
 
@@ -132,9 +139,7 @@ class GeneratorModel:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         arrays = io.input_arrays(request)
         if self._number(arrays, "stop", bool, False):  # a stop request: end the running one
-            stopped = self.running.get(request.request_id(), [])
-            for generation in stopped:
-                generation.cancel()
+            self._stop(request.request_id())
             sender.send(pb_utils.InferenceResponse(output_tensors=[]), flags=final)
             return
         try:
@@ -160,12 +165,19 @@ class GeneratorModel:
         request_id = request.request_id()
         if request_id:
             self.running[request_id] = generations
+            if self.stopped_early.pop(request_id, None) is not None:
+                for generation in generations:
+                    generation.cancel()
         finished = asyncio.gather(*results_due)
+        checked = loop.time()
         try:
             while not (finished.done() and tokens.empty()):
-                if request.is_cancelled():
-                    for generation in generations:
-                        generation.cancel()
+                # is_cancelled asks the server (a round trip): at most every CANCEL_POLL_S
+                if loop.time() - checked >= CANCEL_POLL_S:
+                    checked = loop.time()
+                    if request.is_cancelled():
+                        for generation in generations:
+                            generation.cancel()
                 if not options.stream:
                     await asyncio.wait([finished], timeout=CANCEL_POLL_S)
                     continue
@@ -185,6 +197,22 @@ class GeneratorModel:
             sender.send(io.error_response(failure, pb_utils.TritonError.INTERNAL), flags=final)
             return
         sender.send(self._final_response(rows, results, options), flags=final)
+
+    def _stop(self, request_id: str) -> None:
+        """End the generations of the running request ``request_id``; a stop that overtook
+        its request (both were sent, the stop arrived first) is kept a while for it."""
+        running = self.running.get(request_id)
+        if running is not None:
+            for generation in running:
+                generation.cancel()
+            return
+        if request_id:
+            self.stopped_early[request_id] = time.monotonic()
+            expired = time.monotonic() - STOP_MEMORY_S
+            while len(self.stopped_early) > STOP_MEMORY_SIZE or (
+                self.stopped_early and next(iter(self.stopped_early.values())) < expired
+            ):
+                self.stopped_early.popitem(last=False)
 
     @staticmethod
     def _token_response(text: str, log_prob: float, options: Options) -> Any:
@@ -231,9 +259,9 @@ class GeneratorModel:
 
 
 class EngineMetrics:
-    """The engine's counters on Triton's /metrics: generated tokens, requests that left
-    cancelled, and tokens written after a cancel (which stays 0: a cancelled request
-    leaves at the next decode step)."""
+    """The engine's counters on Triton's /metrics: generations that left the engine (of them,
+    those that left cancelled), generated tokens, and tokens written after a cancel (which
+    stays 0: a cancelled request leaves at the next decode step)."""
 
     def __init__(self, model_name: str, engine: CausalLMEngine):
         self.engine = engine
@@ -245,6 +273,7 @@ class EngineMetrics:
                 name=f"generator_{name}_total", description=description, kind=counter
             )
             for name, description in (
+                ("generations", "Generations that left the engine (finished, cancelled or failed)"),
                 ("tokens", "Tokens the engine wrote"),
                 ("steps", "Batched decode steps the engine ran"),
                 ("cancelled", "Requests that left the batch cancelled"),

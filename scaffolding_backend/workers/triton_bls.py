@@ -116,10 +116,16 @@ class BLSGenerationWorker:
         last one with no outputs that only carries the final flag). Streamed chunks go to
         the task's ``on_chunk`` as they come; a stop the task asks for goes to the engine."""
         request_id = uuid.uuid4().hex
-        responses = await _inference_request(
-            self.model, request, self.context, request_id
-        ).async_exec(decoupled=True)
         task.on_stop(lambda: self._stop(request_id))
+        try:
+            # async_exec returns with the first response: for a generation that does not
+            # stream, once it has ended. A cancel that comes meanwhile must reach the engine.
+            responses = await _inference_request(
+                self.model, request, self.context, request_id
+            ).async_exec(decoupled=True)
+        except asyncio.CancelledError:
+            self._stop(request_id)
+            raise
         streamed = self.contract.streams_for(task)
         collected: list[dict[str, np.ndarray]] = []
         loop = asyncio.get_running_loop()

@@ -157,6 +157,16 @@ def scaffolding_repository(root: Path, openai: OpenAIServer | None) -> Path:
         {**TARGETS["native"], "max_concurrent_requests": "1"},
         True,
     )
+    # a reward model that fails every request may be chosen (fault tests)
+    models["scaffolding_faulty_reward"] = (
+        {**TARGETS["native"], "reward_models": "reward,reward_failing"},
+        False,
+    )
+    # a cap on sub-requests in flight: the rest of a wide request waits in the scaffolding model
+    models["scaffolding_eight_in_flight"] = (
+        {**TARGETS["native"], "max_inflight_subrequests": "8"},
+        True,
+    )
     for name, (parameters, decoupled) in models.items():
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(_config(name, parameters, decoupled=decoupled))

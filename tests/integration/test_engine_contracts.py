@@ -147,17 +147,21 @@ def test_trtllm_v014_refuses_inputs_it_does_not_declare_and_echoes_the_prompt(ht
 
 
 def test_vllm_fixture_keeps_vllms_defaults(triton):
-    """Without sampling parameters vLLM writes at most 16 tokens; without
-    exclude_input_in_output a non-streamed text starts with the prompt; streamed, each
-    response carries only the new text."""
+    """Without max_tokens vLLM writes at most 16 tokens; without exclude_input_in_output a
+    non-streamed text starts with the prompt; streamed, each response carries only the new
+    text. (Only a seed is given: vLLM samples at temperature 1 by default, and the streamed
+    text is compared with the whole one.)"""
     prompt = f"Question: {QUESTION}\nAnswer:\n"
     text_input = _tensor(grpc, "text_input", np.array([prompt], dtype=np.object_), "BYTES")
+    seeded = _tensor(
+        grpc, "sampling_parameters", np.array(['{"seed": 7}'], dtype=np.object_), "BYTES"
+    )
     count = _tensor(grpc, "return_num_output_tokens", np.array([True]), "BOOL")
-    [whole] = stream_responses(triton.grpc_url, "vllm_model", [text_input, count])
+    [whole] = stream_responses(triton.grpc_url, "vllm_model", [text_input, seeded, count])
     assert whole.as_numpy("text_output")[0].decode().startswith(prompt)
     assert int(whole.as_numpy("num_output_tokens")[0]) == 16
     stream = _tensor(grpc, "stream", np.array([True]), "BOOL")
-    deltas = stream_responses(triton.grpc_url, "vllm_model", [text_input, count, stream])
+    deltas = stream_responses(triton.grpc_url, "vllm_model", [text_input, seeded, count, stream])
     assert len(deltas) > 1
     streamed = "".join(r.as_numpy("text_output")[0].decode() for r in deltas)
     assert streamed == whole.as_numpy("text_output")[0].decode()[len(prompt) :]
