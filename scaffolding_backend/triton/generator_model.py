@@ -194,9 +194,11 @@ class GeneratorModel:
         failed = [result.error for result in results if result.finish_reason == "error"]
         if failed:
             failure = RuntimeError(f"generation failed: {failed[0]}")
-            sender.send(io.error_response(failure, pb_utils.TritonError.INTERNAL), flags=final)
+            io.send_final(
+                request, sender, io.error_response(failure, pb_utils.TritonError.INTERNAL)
+            )
             return
-        sender.send(self._final_response(rows, results, options), flags=final)
+        io.send_final(request, sender, self._final_response(rows, results, options))
 
     def _stop(self, request_id: str) -> None:
         """End the generations of the running request ``request_id``; a stop that overtook

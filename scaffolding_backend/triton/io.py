@@ -38,6 +38,17 @@ def error_response(error: Exception, code: int | None = None) -> Any:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
+def send_final(request: Any, sender: Any, response: Any) -> None:
+    """End a decoupled request with its last response. A request whose client has cancelled
+    gets the final flag alone: on Triton 2.51 a response with outputs or an error sent to
+    it blocks the sender for about 0.5 s, and with it the stub's event loop."""
+    final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+    if request.is_cancelled():
+        sender.send(flags=final)
+    else:
+        sender.send(response, flags=final)
+
+
 def execute_batched(
     requests: Sequence[Any],
     parse: Callable[[dict[str, np.ndarray], str], tuple[list, Any]],

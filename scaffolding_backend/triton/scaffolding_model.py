@@ -9,7 +9,6 @@ many requests concurrently and streams progress events over gRPC) and
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
 import traceback
@@ -51,33 +50,6 @@ def log_reference() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class OrderedSender:
-    """A decoupled request's responses, sent in order from a thread: on Triton 2.51 a send to
-    a request whose client has just cancelled blocks for about 0.5 s, which on the event loop
-    would hold up every request's work (the stop requests of the cancelled one included)."""
-
-    def __init__(self, sender: Any):
-        self.sender = sender
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.sending = asyncio.ensure_future(self._send_all())
-
-    def send(self, response: Any, flags: int = 0) -> None:
-        self.queue.put_nowait((response, flags))
-
-    async def finish(self, response: Any) -> None:
-        """Send the final response after everything queued before it."""
-        self.send(response, pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        await self.sending
-
-    async def _send_all(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            response, flags = await self.queue.get()
-            await loop.run_in_executor(None, functools.partial(self.sender.send, response, flags))
-            if flags & pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL:
-                return
-
-
 class ScaffoldingModel:
     def initialize(self, args: dict[str, Any]) -> None:
         model_config = json.loads(args["model_config"])
@@ -105,9 +77,9 @@ class ScaffoldingModel:
         )
 
     async def _serve_streaming(self, request: Any) -> None:
-        sender = OrderedSender(request.get_response_sender())
+        sender = request.get_response_sender()
         response = await self._serve_safely(request, sender)
-        await sender.finish(response)
+        io.send_final(request, sender, response)
 
     async def _serve_safely(self, request: Any, sender: Any) -> Any:
         """Always a response: a bug in a controller fails its request, never the batch or
@@ -157,7 +129,7 @@ class ScaffoldingModel:
             return io.error_response(error)
 
         def on_progress(event: Progress) -> None:
-            # nothing for a client that left
+            # nothing for a client that left (see io.send_final)
             if job.stream and sender is not None and not request.is_cancelled():
                 payload = json.dumps({"kind": event.kind.value, **event.data})
                 sender.send(

@@ -74,6 +74,42 @@ def test_same_seed_replays_over_both_protocols(triton):
     assert texts(first) != texts(other)
 
 
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("majority_vote", {"samples": 8, "max_tokens": 96}),
+        ("beam_search", {"samples": 4, "beam_width": 2, "max_tokens": 96}),
+        ("adaptive_consistency", {"samples": 16, "max_tokens": 96}),
+    ],
+)
+def test_replay_is_exact_under_concurrent_load(triton, method, params):
+    """The same request seed gives the same answer and account (everything but timings)
+    alone and while other requests share the engine's batch and the reward model's."""
+
+    def ask(method: str, params: dict, seed: int):
+        with ScaffoldingClient(triton.grpc_url, "grpc") as client:
+            return client.ask(EGGS, method, params, seed=seed)
+
+    def replayable(result) -> dict:
+        timings = ("wall_seconds", "phase_seconds")
+        return {key: value for key, value in result.account.items() if key not in timings}
+
+    alone = ask(method, params, 21)
+    load = [
+        ("majority_vote", {"samples": 16, "max_tokens": 200}),
+        ("best_of_n", {"samples": 8, "max_tokens": 200}),
+        ("beam_search", {"samples": 4, "beam_width": 2, "max_tokens": 200}),
+        ("majority_vote", {"samples": 32, "max_tokens": 200}),
+    ]
+    with concurrent.futures.ThreadPoolExecutor(len(load) + 1) as pool:
+        busy = [pool.submit(ask, m, p, 100 + i) for i, (m, p) in enumerate(load)]
+        time.sleep(0.2)  # the load is in the engine's batch first
+        loaded = pool.submit(ask, method, params, 21).result(timeout=300)
+        assert all(future.result(timeout=300).account["status"] == "ok" for future in busy)
+    assert loaded.answer == alone.answer
+    assert replayable(loaded) == replayable(alone)
+
+
 def test_one_instance_serves_concurrent_streaming_requests(triton, generator_requests):
     def ask(seed):
         with ScaffoldingClient(triton.grpc_url, "grpc") as client:
