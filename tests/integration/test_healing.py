@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 QUESTION = (
     "Mia owns 33 eggs. She loses 19 eggs. She finds 29 more eggs. How many eggs does Mia have now?"
 )
-# long generations (a high temperature rarely ends early): requests in flight when a stub dies
-LONG = {"samples": 16, "max_tokens": 400, "temperature": 3.0}
+# enough work that requests are still in flight a second in, even on a fast machine: 4 x 64
+# samples at a high temperature (which ends a sample after about 60 tokens)
+LONG = {"samples": 64, "max_tokens": 400, "temperature": 3.0}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,8 @@ def test_a_killed_model_process_heals(healed_server, model, protocol, method, pa
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         in_flight = [pool.submit(_ask, url, protocol, method, params) for _ in range(4)]
         time.sleep(1.0)
-        assert not all(future.done() for future in in_flight), "nothing was in flight"
+        if all(future.done() for future in in_flight):
+            pytest.fail(f"nothing was in flight: {[future.result() for future in in_flight]}")
         killed = time.monotonic()
         os.kill(_stub_pid(server, model), signal.SIGKILL)
         outcomes = [future.result(timeout=30) for future in in_flight]  # no request hangs
