@@ -48,6 +48,9 @@ BUDGETS: dict[str, Callable[[int], dict[str, Any]]] = {
     "dvts": lambda n: {"samples": n, "beam_width": min(n, 4)},
     "tree_of_thoughts": lambda n: {"beam_width": max(1, n // 4), "children_per_node": min(n, 4)},
     "mcts": lambda n: {"iterations": 2 * n, "children_per_node": 2},
+    # early exit: N is the most samples; they come in waves of 4 until the vote is settled
+    "adaptive_consistency": lambda n: {"samples": n, "wave": min(n, 4)},
+    "deepconf": lambda n: {"samples": n, "wave": min(n, 4), "warmup": min(n, 4)},
 }
 ALL_METHODS = (
     "majority_vote",
@@ -57,6 +60,8 @@ ALL_METHODS = (
     "dvts",
     "mcts",
     "tree_of_thoughts",
+    "adaptive_consistency",
+    "deepconf",
 )
 
 # The shipped models' card: one configuration each, no budget sweep.
