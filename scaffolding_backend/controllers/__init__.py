@@ -13,6 +13,7 @@ from .best_of_n import BestOfN
 from .cot import ChainOfThought
 from .deepconf import DeepConf
 from .dvts import DVTS
+from .dynasor_cot import DynasorCoT
 from .majority_vote import MajorityVote
 from .mcts import MCTS
 from .tree_of_thoughts import TreeOfThoughts
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Controller]] = {
         TreeOfThoughts,
         AdaptiveConsistency,
         DeepConf,
+        DynasorCoT,
     )
 }
 

@@ -142,6 +142,9 @@ class CausalLMEngine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # a fast tokenizer keeps its padding switch in shared state that every call sets:
+        # a count in a model thread during the engine's padded encoding broke the batch
+        self._tokenizer_lock = threading.Lock()
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         self.model.eval()
         self.eos_token_ids = self._eos_token_ids()
@@ -164,7 +167,13 @@ class CausalLMEngine:
         return set(ids if isinstance(ids, list) else [ids])
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        with self._tokenizer_lock:
+            return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def encode_prompts(self, prompts: list[str]) -> Any:
+        """The prompts as one left-padded batch (``input_ids``, ``attention_mask``)."""
+        with self._tokenizer_lock:
+            return self.tokenizer(prompts, return_tensors="pt", padding=True)
 
     # -- the interface ----------------------------------------------------------------------
 
@@ -273,9 +282,7 @@ class CausalLMEngine:
         return True
 
     def _prefill(self, joining: list[Generation]) -> None:
-        encoded = self.tokenizer(
-            [g.request.prompt for g in joining], return_tensors="pt", padding=True
-        )
+        encoded = self.encode_prompts([g.request.prompt for g in joining])
         mask = encoded.attention_mask
         cache = DynamicCache()
         out = self.model(

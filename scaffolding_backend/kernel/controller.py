@@ -32,6 +32,8 @@ class EventKind(str, enum.Enum):
     TALLY = "tally"  # the final vote
     STEP = "step"  # one step of a search, with its scored candidates
     BEST = "best"  # the current (or final) leader of a search
+    PROBE = "probe"  # the answer a chain would give if stopped now (early exit)
+    TOKENS = "tokens"  # new text of a candidate answer, as the engine writes it
 
 
 @dataclass

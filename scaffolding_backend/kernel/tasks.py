@@ -63,6 +63,9 @@ class GenerationTask(Task):
     on_chunk: Callable[[GenerationTask, str, list[float]], bool] | None = field(
         default=None, repr=False
     )
+    # a candidate answer's text: when the request asks for tokens, the runtime streams it
+    # to the client as it is written, under this label
+    stream_as: str | None = None
     # filled in by the worker
     output_text: str | None = None
     num_prompt_tokens: int = 0

@@ -128,9 +128,12 @@ class ScaffoldingModel:
             )
             return io.error_response(error)
 
+        client_left = asyncio.Event()
+
         def on_progress(event: Progress) -> None:
-            # nothing for a client that left (see io.send_final)
-            if job.stream and sender is not None and not request.is_cancelled():
+            # nothing for a client that left (see io.send_final); the watcher below finds
+            # out (is_cancelled is a round trip to the server: not once per token)
+            if job.stream and sender is not None and not client_left.is_set():
                 payload = json.dumps({"kind": event.kind.value, **event.data})
                 sender.send(
                     pb_utils.InferenceResponse(
@@ -145,9 +148,10 @@ class ScaffoldingModel:
                 seed=job.seed,
                 limits=Limits(deadline_s=job.deadline_s, max_tasks=self.config.max_tasks),
                 on_progress=on_progress,
+                stream_tokens=job.stream_tokens,
             )
         )
-        watcher = asyncio.ensure_future(self._cancel_when_client_leaves(request, run))
+        watcher = asyncio.ensure_future(self._cancel_when_client_leaves(request, run, client_left))
         try:
             account = await run
         except RequestFailed as failure:
@@ -172,9 +176,12 @@ class ScaffoldingModel:
         }
 
     @staticmethod
-    async def _cancel_when_client_leaves(request: Any, run: asyncio.Future) -> None:
+    async def _cancel_when_client_leaves(
+        request: Any, run: asyncio.Future, client_left: asyncio.Event
+    ) -> None:
         while not run.done():
             if request.is_cancelled():
+                client_left.set()
                 run.cancel()
                 return
             await asyncio.sleep(CANCEL_POLL_S)

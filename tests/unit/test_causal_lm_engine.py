@@ -1,5 +1,7 @@
 """The CPU generation engine on a tiny random-weight Llama built by the test."""
 
+import threading
+
 import pytest
 
 from scaffolding_backend.engines.causal_lm import CausalLMEngine, GenerationRequest
@@ -61,3 +63,26 @@ def test_stop_words_cut_the_text_before_the_stop_word(engine):
     assert stopped.finish_reason == "stop_word"
     assert stopped.text == free.text[: free.text.find(stop)]
     assert stop not in stopped.text
+
+
+def test_counting_tokens_in_other_threads_never_breaks_a_padded_batch(engine):
+    """The fast tokenizer keeps its padding switch in shared state: counts from model
+    threads during the engine's padded encoding of prompts of different lengths failed
+    about one batch in ten ("Unable to create tensor ... padding=True")."""
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            engine.count_tokens("a question of some length")
+
+    counters = [threading.Thread(target=count) for _ in range(2)]
+    for thread in counters:
+        thread.start()
+    prompts = ["x" * (1 + length) for length in range(0, 40, 5)]
+    try:
+        for _ in range(1000):
+            assert engine.encode_prompts(prompts).input_ids.shape[0] == len(prompts)
+    finally:
+        stop.set()
+        for thread in counters:
+            thread.join()
