@@ -51,6 +51,8 @@ def describe_event(event: dict[str, Any]) -> str:
         )
         finished, answer = event.get("finished"), event.get("answer")
         return f"sample {finished} done (answer {answer}); tally: {tally or '-'}"
+    if kind == "tokens":
+        return f"{event.get('stream')} writes {event.get('text', '')!r}"
     if kind == "tally":
         return "final tally: " + ", ".join(
             f"{g['answer']}×{g['votes']}" for g in event.get("groups", [])

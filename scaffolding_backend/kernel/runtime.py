@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .account import Account, Status
-from .controller import Outcome, Parallel, Process, Progress, Settle
+from .controller import EventKind, Outcome, Parallel, Process, Progress, Settle
 from .tasks import GenerationTask, Task
 
 TaskDone = Callable[[Task], None]
@@ -78,6 +78,31 @@ class _Branch:
         self.sampled_tasks = 0
 
 
+@dataclass
+class _Run:
+    """What every branch of one request shares."""
+
+    account: Account
+    limits: Limits
+    on_progress: Callable[[Progress], None] | None
+    stream_tokens: bool
+
+    def progress(self, event: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+    def stream(self, task: GenerationTask) -> None:
+        """Forward the task's new text as ``tokens`` events, then to its own ``on_chunk``."""
+        label, inner = task.stream_as, task.on_chunk
+
+        def on_chunk(chunk_task: GenerationTask, text: str, log_probs: list[float]) -> bool:
+            if text:
+                self.progress(Progress(EventKind.TOKENS, {"stream": label, "text": text}))
+            return inner(chunk_task, text, log_probs) if inner is not None else False
+
+        task.on_chunk = on_chunk
+
+
 class Runtime:
     def __init__(self, workers: dict[str, Worker]):
         self.workers = workers
@@ -90,10 +115,15 @@ class Runtime:
         seed: int,
         limits: Limits = Limits(),
         on_progress: Callable[[Progress], None] | None = None,
+        stream_tokens: bool = False,
     ) -> Account:
+        """Run ``process`` to its outcome. ``on_progress`` gets the controller's events and,
+        with ``stream_tokens``, the text of every task it labelled ``stream_as`` as the
+        engine writes it (``tokens`` events)."""
         account = Account(method=method, seed=seed)
         started = time.perf_counter()
-        drive = self._drive(process, _Branch(()), account, limits, on_progress)
+        run = _Run(account, limits, on_progress, stream_tokens and on_progress is not None)
+        drive = self._drive(process, _Branch(()), run)
         try:
             account.outcome = await asyncio.wait_for(drive, timeout=limits.deadline_s)
             account.status = Status.OK
@@ -112,9 +142,7 @@ class Runtime:
             account.wall_seconds = time.perf_counter() - started
         return account
 
-    async def _drive(
-        self, process: Process, branch: _Branch, account: Account, limits: Limits, on_progress
-    ) -> Outcome:
+    async def _drive(self, process: Process, branch: _Branch, run: _Run) -> Outcome:
         reply: Any = None
         while True:
             try:
@@ -122,22 +150,19 @@ class Runtime:
             except StopIteration as finished:
                 return finished.value
             if isinstance(item, Progress):
-                if on_progress is not None:
-                    on_progress(item)
+                run.progress(item)
                 reply = None
             elif isinstance(item, Parallel):
                 branches = [
-                    self._drive(sub, _Branch((*branch.path, index)), account, limits, on_progress)
+                    self._drive(sub, _Branch((*branch.path, index)), run)
                     for index, sub in enumerate(item.branches)
                 ]
                 reply = await asyncio.gather(*branches)
             elif isinstance(item, list):
-                await self._run_tasks(item, branch, account, limits, on_progress)
+                await self._run_tasks(item, branch, run)
                 reply = item
             elif isinstance(item, Settle):
-                await self._run_tasks(
-                    list(item.tasks), branch, account, limits, on_progress, item.settled
-                )
+                await self._run_tasks(list(item.tasks), branch, run, item.settled)
                 reply = item.tasks
             else:
                 raise TypeError(
@@ -174,15 +199,20 @@ class Runtime:
         self,
         tasks: list[Task],
         branch: _Branch,
-        account: Account,
-        limits: Limits,
-        on_progress,
+        run: _Run,
         settled: Callable[[list[Task]], bool] | None = None,
     ) -> None:
+        account, limits = run.account, run.limits
         for task in tasks:
             if isinstance(task, GenerationTask) and task.sampled and task.seed is None:
                 task.seed = derive_seed(account.seed, branch.path, branch.sampled_tasks)
                 branch.sampled_tasks += 1
+            if (
+                isinstance(task, GenerationTask)
+                and task.stream_as is not None
+                and run.stream_tokens
+            ):
+                run.stream(task)
         by_tag: dict[str, list[Task]] = defaultdict(list)
         for task in tasks:
             if task.worker_tag not in self.workers:
@@ -206,22 +236,22 @@ class Runtime:
             task.finished = True
             finished.append(task)
             event = task.on_done(task) if task.on_done is not None else None
-            if event is not None and on_progress is not None:
-                on_progress(event)
+            if event is not None:
+                run.progress(event)
             if settled is not None and not settling.is_set() and settled(finished):
                 settling.set()
                 for other in tasks:
                     other.request_stop()
 
         started = time.perf_counter()
-        run = asyncio.ensure_future(
+        working = asyncio.ensure_future(
             asyncio.gather(
                 *(self.workers[tag].run(group, on_done) for tag, group in by_tag.items())
             )
         )
         try:
             counts = await self._until_done_or_settled(
-                run, settling, [len(group) for group in by_tag.values()]
+                working, settling, [len(group) for group in by_tag.values()]
             )
         except RequestFailed:
             raise

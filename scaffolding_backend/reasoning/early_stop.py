@@ -85,6 +85,7 @@ def sample_until(
         for _ in range(size):
             task = params.task(prompt_format.prompt(question), phase="sample")
             sample = Sample(len(state.samples), task)
+            task.stream_as = f"sample {sample.index}"
             if prepare is not None:
                 prepare(sample)
             state.samples.append(sample)

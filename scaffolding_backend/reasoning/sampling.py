@@ -69,6 +69,7 @@ def sample_candidates(
 
     for index, task in enumerate(tasks):
         task.on_done = finished(index)
+        task.stream_as = f"sample {index}"
     yield tasks
     return [
         candidate if candidate is not None else candidate_from(task)

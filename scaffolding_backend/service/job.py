@@ -12,8 +12,8 @@ Where the options come from, strongest first:
 3. Triton request parameters (``parameters`` in a KServe v2 JSON body or in the body
    of the ``generate`` extension, gRPC ``InferParameter``), the same keys.
 
-Request options (``method``, ``seed``, ``deadline_s``, ``stream``, ``reward_model``) are
-taken out; every other key is a knob of the chosen method.
+Request options (``method``, ``seed``, ``deadline_s``, ``stream``, ``stream_tokens``,
+``reward_model``) are taken out; every other key is a knob of the chosen method.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Job:
     deadline_s: float
     stream: bool
     reward_model: str
+    stream_tokens: bool = False
 
     def controller(self, config: ScaffoldingConfig) -> Controller:
         return METHODS[self.method](self.params, config.prompt_format)
@@ -98,6 +99,9 @@ def parse_job(
         raise InvalidParameter(
             "stream", "progress streaming needs the decoupled 'scaffolding' model (gRPC streaming)"
         )
+    stream_tokens = options.take("stream_tokens", bool, False)
+    if stream_tokens and not stream:
+        raise InvalidParameter("stream_tokens", "needs stream: true (the tokens are events)")
     reward_model = options.take("reward_model", str, config.reward_model)
     if reward_model not in config.allowed_reward_models:
         raise InvalidParameter(
@@ -105,7 +109,7 @@ def parse_job(
             f"must be one of {sorted(config.allowed_reward_models)}, got {reward_model!r}",
         )
     params = build_params(METHODS[method].Params, options.values, config.caps)
-    return Job(question, method, params, seed, deadline_s, stream, reward_model)
+    return Job(question, method, params, seed, deadline_s, stream, reward_model, stream_tokens)
 
 
 def _seed(options: _Options) -> int:

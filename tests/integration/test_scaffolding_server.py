@@ -410,3 +410,61 @@ def test_a_cancelled_majority_at_64_stops_its_unfinished_generations(triton, mod
     assert unfinished > 0, "every sample had finished: the test needs longer generations"
     assert spared >= 0.9 * unfinished
     assert after["tokens_after_cancel"] == before["tokens_after_cancel"]
+
+
+def _streamed_texts(events: list[dict]) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for event in events:
+        if event["kind"] == "tokens":
+            texts[event["stream"]] = texts.get(event["stream"], "") + event["text"]
+    return texts
+
+
+def test_stream_tokens_sends_the_answer_as_the_engine_writes_it(triton):
+    events: list[dict] = []
+    with ScaffoldingClient(triton.grpc_url, "grpc") as client:
+        result = client.ask(EGGS, "cot", {"stream_tokens": True}, on_event=events.append)
+    chunks = [e for e in events if e["kind"] == "tokens"]
+    assert len(chunks) > 10  # token by token, not one chunk at the end
+    assert _streamed_texts(events) == {"sample 0": result.text}
+
+
+def test_stream_tokens_streams_every_sample_of_a_vote(triton):
+    events: list[dict] = []
+    with ScaffoldingClient(triton.grpc_url, "grpc") as client:
+        result = client.ask(
+            EGGS,
+            "majority_vote",
+            {"samples": 4, "stream_tokens": True},
+            seed=3,
+            on_event=events.append,
+        )
+    texts = _streamed_texts(events)
+    assert sorted(texts) == [f"sample {index}" for index in range(4)]
+    assert sorted(texts.values()) == sorted(c["text"] for c in result.account["candidates"])
+    assert result.text in texts.values()
+
+
+def test_dynasor_cot_streams_its_chain_and_probes(triton):
+    events: list[dict] = []
+    with ScaffoldingClient(triton.grpc_url, "grpc") as client:
+        result = client.ask(
+            EGGS, "dynasor_cot", {"probe_every": 8, "stream_tokens": True}, on_event=events.append
+        )
+    details = result.account  # a method's details are part of its account
+    probes = [e["answer"] for e in events if e["kind"] == "probe"]
+    assert probes == details["probes"] and len(probes) >= 2
+    chain = _streamed_texts(events)["chain"]
+    if details["stopped_early"]:
+        assert result.text.startswith(chain.rstrip())
+    else:
+        assert result.text == chain
+    assert result.account["output_tokens"] > details["chain_tokens"]  # probes count
+
+
+def test_stream_tokens_needs_stream(triton):
+    with (
+        ScaffoldingClient(triton.http_url, "http") as client,
+        pytest.raises(ScaffoldingError, match="stream_tokens"),
+    ):
+        client.ask(QUESTION, "cot", {"stream_tokens": True})

@@ -9,6 +9,7 @@ import pytest
 
 from scaffolding_backend.controllers.adaptive_consistency import leader_settled
 from scaffolding_backend.controllers.deepconf import lowest_window, threshold
+from scaffolding_backend.kernel.params import InvalidParameter
 from scaffolding_backend.kernel.tasks import FinishReason
 from scaffolding_backend.workers.in_process import FunctionWorker
 
@@ -121,3 +122,61 @@ def test_deepconf_online_stops_a_trace_that_loses_confidence_and_stops_sampling_
     groups = {group["answer"]: group["votes"] for group in details["tally"]["groups"]}
     assert groups == {"12": 3, "11": 1}
     assert math.isclose(details["threshold"], math.exp(-0.05), rel_tol=1e-6)
+
+
+def chain_writer(chain: str):
+    """A greedy model whose whole chain is ``chain`` (a word per token): a chunk continues it
+    from where the prompt stops; a probe answers with the last number written so far."""
+    words = chain.split(" ")
+
+    def fill(task):
+        task.num_prompt_tokens = 10
+        if task.phase == "probe":
+            written = task.prompt[len("Question: q\nAnswer:\n") :].split(" The answer is")[0]
+            numbers = [w.strip(".") for w in written.split() if w.strip(".").isdigit()]
+            task.output_text = (numbers[-1] if numbers else "?") + "}"
+            task.num_output_tokens = 2
+            task.finish_reason = FinishReason.STOP_WORD
+            return
+        done = len(task.prompt[len("Question: q\nAnswer:\n") :].split())
+        new = words[done : done + task.max_tokens]
+        task.output_text = ("" if done == 0 else " ") + " ".join(new)
+        task.num_output_tokens = len(new)
+        ended = done + len(new) == len(words)
+        task.finish_reason = FinishReason.EOS if ended else FinishReason.LENGTH
+
+    return FunctionWorker(fill)
+
+
+CHAIN = "Mia has 33 - 19 = 14 eggs. Mia has 14 + 29 = 43 eggs. The answer is \\boxed{43}."
+
+
+def test_dynasor_cot_stops_once_probes_agree(run_method):
+    # probes after 4, 8 and 12 words read 33 (mid-step), 14, 14: the last two agree
+    worker = chain_writer(CHAIN + " She counts them again and again and again and again.")
+    events: list = []
+    account = run_method(
+        "dynasor_cot", {"probe_every": 4, "agree": 2}, {"generation": worker}, events=events
+    )
+    details = account.outcome.details
+    assert details["probes"] == ["33", "14", "14"] and details["stopped_early"]
+    assert account.outcome.answer.text == "14"
+    assert details["chain_tokens"] == 12  # the rest of the chain was never written
+    assert account.output_tokens == 12 + 3 * 2  # the probes' tokens count
+    assert [e.data["answer"] for e in events if e.kind.value == "probe"] == ["33", "14", "14"]
+
+
+def test_dynasor_cot_reads_a_chain_that_ends_first_like_cot(run_method):
+    worker = chain_writer(CHAIN)
+    account = run_method("dynasor_cot", {"probe_every": 4, "agree": 3}, {"generation": worker})
+    details = account.outcome.details
+    assert not details["stopped_early"] and account.outcome.answer.text == "43"
+    assert details["chain_tokens"] == len(CHAIN.split(" "))
+    assert account.outcome.text == CHAIN
+
+
+def test_dynasor_cot_knobs_are_checked(run_method):
+    with pytest.raises(InvalidParameter, match="probe_every"):
+        run_method("dynasor_cot", {"probe_every": 0}, {})
+    with pytest.raises(InvalidParameter, match="agree"):
+        run_method("dynasor_cot", {"agree": 0}, {})

@@ -58,6 +58,7 @@ GOOD = [
     ({"deadline_s": 2.5}, "{}", {"deadline_s": 2.5}),
     ({}, json.dumps({"deadline_s": 10}), {"deadline_s": 10.0}),
     ({"stream": True}, "{}", {"stream": True}),
+    ({"stream": True}, json.dumps({"stream_tokens": True}), {"stream_tokens": True}),
     ({}, json.dumps({"reward_model": "reward_orm"}), {"reward_model": "reward_orm"}),
     ({"method_parameters": json.dumps({"samples": 4})}, "{}", {"params.samples": 4}),
     (
@@ -124,6 +125,8 @@ BAD = [
     ({}, '{"deadline_s": Infinity}', "deadline_s", True),
     ({"stream": True}, "{}", "stream", False),
     ({}, json.dumps({"stream": "yes"}), "stream", True),
+    ({}, json.dumps({"stream_tokens": True}), "stream_tokens", True),
+    ({"stream": True}, json.dumps({"stream_tokens": 1}), "stream_tokens", True),
     ({}, json.dumps({"reward_model": "generator"}), "reward_model", True),
     ({}, json.dumps({"samples": 65}), "samples", True),
     ({}, json.dumps({"samples": 0}), "samples", True),
