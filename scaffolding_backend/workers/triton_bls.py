@@ -10,6 +10,7 @@ allows it. Only importable inside a Triton Python-backend stub.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,13 +57,31 @@ def _outputs(response: Any, model: str) -> dict[str, np.ndarray]:
     return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
 
 
-def _next_or_none(responses: Iterator[Any]) -> Any | None:
-    return next(responses, None)
+class _Responses:
+    """A decoupled BLS response iterator read from executor threads, one thread at a time.
 
+    A read blocks its thread until the next response. When the coroutine waiting on it is
+    cancelled, that thread is still inside the iterator, and the rest of the responses must
+    still be read (``exhaust``) or the engine's stream backs up. Without this lock a second
+    thread then entered the same iterator, and under DeepConf load (traces stopped and
+    abandoned by the hundred) the stub died with "corrupted size vs. prev_size"."""
 
-def _exhaust(responses: Iterator[Any]) -> None:
-    for _ in responses:
-        pass
+    def __init__(self, responses: Iterator[Any]):
+        self.iterator = responses
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def next_or_none(self) -> Any | None:
+        with self._lock:
+            if self._ended:
+                return None
+            response = next(self.iterator, None)
+            self._ended = response is None
+            return response
+
+    def exhaust(self) -> None:
+        while self.next_or_none() is not None:
+            pass
 
 
 def _in_background(work: Any) -> None:
@@ -120,9 +139,11 @@ class BLSGenerationWorker:
         try:
             # async_exec returns with the first response: for a generation that does not
             # stream, once it has ended. A cancel that comes meanwhile must reach the engine.
-            responses = await _inference_request(
-                self.model, request, self.context, request_id
-            ).async_exec(decoupled=True)
+            responses = _Responses(
+                await _inference_request(self.model, request, self.context, request_id).async_exec(
+                    decoupled=True
+                )
+            )
         except asyncio.CancelledError:
             self._stop(request_id)
             raise
@@ -132,7 +153,7 @@ class BLSGenerationWorker:
         try:
             while True:
                 # the iterator blocks until the next response: wait in the executor, not on the loop
-                response = await loop.run_in_executor(None, _next_or_none, responses)
+                response = await loop.run_in_executor(None, responses.next_or_none)
                 if response is None:
                     return collected
                 outputs = _outputs(response, self.model)
@@ -156,24 +177,24 @@ class BLSGenerationWorker:
             )
             _in_background(self._drain(stop))
 
-    def _abandon(self, responses: Any, request_id: str) -> None:
+    def _abandon(self, responses: _Responses, request_id: str) -> None:
         """Nobody waits for this generation any more: cancel it (Triton's BLS cancellation
         where the Python backend has it, else the stop request) and read what is left of
         its responses in a thread, where the iterator may block until the engine ends."""
-        if hasattr(responses, "cancel"):
-            responses.cancel()
+        if hasattr(responses.iterator, "cancel"):
+            responses.iterator.cancel()
         else:
             self._stop(request_id)
         loop = asyncio.get_running_loop()
-        _in_background(loop.run_in_executor(None, _exhaust, responses))
+        _in_background(loop.run_in_executor(None, responses.exhaust))
 
     async def _drain(self, request: Any) -> None:
         """Send a request nobody waits for and read its responses to the end."""
         if not self.contract.decoupled:
             await request.async_exec()
             return
-        responses = await request.async_exec(decoupled=True)
-        await asyncio.get_running_loop().run_in_executor(None, _exhaust, responses)
+        responses = _Responses(await request.async_exec(decoupled=True))
+        await asyncio.get_running_loop().run_in_executor(None, responses.exhaust)
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
         request = self.contract.request(task)
