@@ -1,4 +1,5 @@
-"""Workers that send tasks to co-hosted Triton models over BLS (``async_exec``).
+"""Workers that send tasks to co-hosted Triton models over BLS (``async_exec``; ``exec`` in
+the executor for decoupled targets, see ``_exec_decoupled``).
 
 Generation speaks whichever contract the adapter declares (``contracts/``): the
 worker sends what the adapter builds, calls decoupled targets with decoupled BLS and
@@ -10,6 +11,7 @@ allows it. Only importable inside a Triton Python-backend stub.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import uuid
 from collections.abc import Iterator
@@ -57,14 +59,25 @@ def _outputs(response: Any, model: str) -> dict[str, np.ndarray]:
     return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
 
 
+async def _exec_decoupled(request: Any) -> _Responses:
+    """What ``request.async_exec(decoupled=True)`` does, without it. On Triton 2.51 the
+    callback that method runs in the executor holds a reference to a local of the call
+    that has ended (python_backend ``pb_stub.cc``, fixed upstream in #439, June 2026), and
+    it dereferences it for every decoupled request: under load the scaffolding stub died
+    at random ("corrupted size vs. prev_size", segfaults in libpython and pymalloc). The
+    blocking ``exec`` does the same work with no such reference; it runs in the executor
+    here, as the callback did."""
+    loop = asyncio.get_running_loop()
+    return _Responses(await loop.run_in_executor(None, functools.partial(request.exec, True)))
+
+
 class _Responses:
     """A decoupled BLS response iterator read from executor threads, one thread at a time.
 
     A read blocks its thread until the next response. When the coroutine waiting on it is
     cancelled, that thread is still inside the iterator, and the rest of the responses must
-    still be read (``exhaust``) or the engine's stream backs up. Without this lock a second
-    thread then entered the same iterator, and under DeepConf load (traces stopped and
-    abandoned by the hundred) the stub died with "corrupted size vs. prev_size"."""
+    still be read (``exhaust``) or the engine's stream backs up: the lock keeps a second
+    thread from racing the first for a response."""
 
     def __init__(self, responses: Iterator[Any]):
         self.iterator = responses
@@ -137,12 +150,10 @@ class BLSGenerationWorker:
         request_id = uuid.uuid4().hex
         task.on_stop(lambda: self._stop(request_id))
         try:
-            # async_exec returns with the first response: for a generation that does not
+            # exec returns with the first response: for a generation that does not
             # stream, once it has ended. A cancel that comes meanwhile must reach the engine.
-            responses = _Responses(
-                await _inference_request(self.model, request, self.context, request_id).async_exec(
-                    decoupled=True
-                )
+            responses = await _exec_decoupled(
+                _inference_request(self.model, request, self.context, request_id)
             )
         except asyncio.CancelledError:
             self._stop(request_id)
@@ -193,7 +204,7 @@ class BLSGenerationWorker:
         if not self.contract.decoupled:
             await request.async_exec()
             return
-        responses = _Responses(await request.async_exec(decoupled=True))
+        responses = await _exec_decoupled(request)
         await asyncio.get_running_loop().run_in_executor(None, responses.exhaust)
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
