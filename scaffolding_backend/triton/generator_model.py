@@ -28,6 +28,7 @@ from ..kernel.params import InvalidParameter
 from ..service.config import ConfigError, GeneratorConfig, resolve_model_dir
 from ..service.values import Arrays, all_values, one_value
 from . import io
+from .metrics import release
 
 # a client that leaves is noticed within this; every check is a round trip to the server, and
 # polling 64 requests at 20 Hz each slowed the stub's intake of new requests and stops
@@ -66,6 +67,7 @@ class GeneratorModel:
 
     def finalize(self) -> None:
         self.engine.close()
+        self.metrics.close()
 
     # -- parsing ------------------------------------------------------------------------------
 
@@ -286,6 +288,10 @@ class EngineMetrics:
             name: family.Metric(labels=labels) for name, family in self.families.items()
         }
         self.reported = {name: 0 for name in self.families}
+
+    def close(self) -> None:
+        """Release the metrics, then their families (see ``metrics.release``)."""
+        release(self.metrics, self.families)
 
     def update(self) -> None:
         for name, metric in self.metrics.items():

@@ -6,6 +6,7 @@ and sub-requests in flight."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -15,6 +16,16 @@ from ..kernel.account import Account
 LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1800.0]
 COUNT_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 TOKEN_BUCKETS = [16, 64, 256, 1024, 4096, 16384, 65536]
+
+
+def release(metrics: dict, families: dict) -> None:
+    """Drop metrics and then their families while the stub still runs, from ``finalize``.
+    Left to the interpreter's exit, a family's destructor writes to shared memory the stub
+    has already released: every stub with metrics crashed at shutdown (segfault at 0x60 in
+    ``MetricFamily::SaveToSharedMemory``, from its destructor during garbage collection)."""
+    metrics.clear()
+    families.clear()
+    gc.collect()
 
 
 class ScaffoldingMetrics:
@@ -62,6 +73,16 @@ class ScaffoldingMetrics:
             "scaffolding_sub_requests_in_flight", "Sub-requests waiting on a model or server", gauge
         )
         self._metrics: dict = {}
+
+    def close(self) -> None:
+        families = {
+            name: value
+            for name, value in vars(self).items()
+            if isinstance(value, pb_utils.MetricFamily)
+        }
+        for name in families:
+            delattr(self, name)
+        release(self._metrics, families)
 
     def _metric(self, family: Any, buckets: list | None = None, **labels: str) -> Any:
         labels = {"model": self.model_name, **labels}

@@ -94,6 +94,9 @@ class ScaffoldingModel:
             message = f"internal error; the server log has the details [log {reference}]"
             return io.error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)
 
+    def finalize(self) -> None:
+        self.metrics.close()
+
     def _gauges(self, _sub_requests: int = 0) -> None:
         self.metrics.set_in_flight(self.active, self.slots.in_flight)
 
