@@ -26,7 +26,7 @@ from ..service.config import ConfigError, ScaffoldingConfig
 from ..service.job import Job, parse_job
 from ..workers.context import RequestContext, SubRequestSlots
 from ..workers.generation import generation_worker_factory
-from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor
+from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor, release_retired
 from . import io
 from .metrics import ScaffoldingMetrics
 
@@ -96,6 +96,7 @@ class ScaffoldingModel:
 
     def finalize(self) -> None:
         self.metrics.close()
+        release_retired()
 
     def _gauges(self, _sub_requests: int = 0) -> None:
         self.metrics.set_in_flight(self.active, self.slots.in_flight)

@@ -1,5 +1,4 @@
-"""Workers that send tasks to co-hosted Triton models over BLS (``async_exec``; ``exec`` in
-the executor for decoupled targets, see ``_exec_decoupled``).
+"""Workers that send tasks to co-hosted Triton models over BLS (``async_exec``).
 
 Generation speaks whichever contract the adapter declares (``contracts/``): the
 worker sends what the adapter builds, calls decoupled targets with decoupled BLS and
@@ -11,9 +10,10 @@ allows it. Only importable inside a Triton Python-backend stub.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -59,19 +59,23 @@ def _outputs(response: Any, model: str) -> dict[str, np.ndarray]:
     return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
 
 
-async def _exec_decoupled(request: Any) -> _Responses:
-    """What ``request.async_exec(decoupled=True)`` does, without it. On Triton 2.51 the
-    callback that method runs in the executor holds a reference to a local of the call
-    that has ended (python_backend ``pb_stub.cc``, fixed upstream in #439, June 2026), and
-    it dereferences it for every decoupled request: under load the scaffolding stub died
-    at random ("corrupted size vs. prev_size", segfaults in libpython and pymalloc). The
-    blocking ``exec`` does the same work with no such reference; it runs in the executor
-    here, as the callback did."""
-    loop = asyncio.get_running_loop()
-    return _Responses(await loop.run_in_executor(None, functools.partial(request.exec, True)))
+async def send_decoupled(request: Any) -> DecoupledResponses:
+    """Send a decoupled BLS request; its responses, read as ``DecoupledResponses``."""
+    return DecoupledResponses(await request.async_exec(decoupled=True))
 
 
-class _Responses:
+# Finished response iterators, kept alive for RETIRE_S (see DecoupledResponses.retire).
+_retired: deque[tuple[float, Any]] = deque()
+RETIRE_S = 5.0
+
+
+def release_retired() -> None:
+    """For a model's ``finalize``: free the kept iterators while the stub still runs (at
+    interpreter exit their shared memory is gone, and freeing them crashed the stub)."""
+    _retired.clear()
+
+
+class DecoupledResponses:
     """A decoupled BLS response iterator read from executor threads, one thread at a time.
 
     A read blocks its thread until the next response. When the coroutine waiting on it is
@@ -89,12 +93,33 @@ class _Responses:
             if self._ended:
                 return None
             response = next(self.iterator, None)
-            self._ended = response is None
+            if response is None:
+                self._ended = True
+                self.retire()
             return response
 
+    def retire(self) -> None:
+        """Keep the finished iterator alive a few seconds longer. Its last response makes the
+        Triton 2.51 stub schedule a clean-up in which a C++ thread drops the stub's own
+        reference to the iterator without holding the GIL. Were that the last reference,
+        the iterator and the responses and numpy arrays it holds would be freed there,
+        without the GIL: stubs then died at random under load (segfaults in pymalloc and
+        libpython, "corrupted size vs. prev_size", "unaligned fastbin chunk"). Held here,
+        the last reference goes when it leaves this queue, in a thread that has the GIL."""
+        now = time.monotonic()
+        _retired.append((now, self.iterator))
+        while _retired and now - _retired[0][0] > RETIRE_S:
+            _retired.popleft()
+
     def exhaust(self) -> None:
-        while self.next_or_none() is not None:
-            pass
+        self.read_all()
+
+    def read_all(self) -> list[Any]:
+        """Every response left (blocking: run it in an executor)."""
+        responses = []
+        while (response := self.next_or_none()) is not None:
+            responses.append(response)
+        return responses
 
 
 def _in_background(work: Any) -> None:
@@ -150,9 +175,9 @@ class BLSGenerationWorker:
         request_id = uuid.uuid4().hex
         task.on_stop(lambda: self._stop(request_id))
         try:
-            # exec returns with the first response: for a generation that does not
+            # async_exec returns with the first response: for a generation that does not
             # stream, once it has ended. A cancel that comes meanwhile must reach the engine.
-            responses = await _exec_decoupled(
+            responses = await send_decoupled(
                 _inference_request(self.model, request, self.context, request_id)
             )
         except asyncio.CancelledError:
@@ -174,7 +199,7 @@ class BLSGenerationWorker:
                 chunk = self.contract.chunk(outputs) if streamed else None
                 if chunk is not None and task.on_chunk is not None and task.on_chunk(task, *chunk):
                     task.request_stop()
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or an error response: read the rest elsewhere
             self._abandon(responses, request_id)
             raise
 
@@ -188,7 +213,7 @@ class BLSGenerationWorker:
             )
             _in_background(self._drain(stop))
 
-    def _abandon(self, responses: _Responses, request_id: str) -> None:
+    def _abandon(self, responses: DecoupledResponses, request_id: str) -> None:
         """Nobody waits for this generation any more: cancel it (Triton's BLS cancellation
         where the Python backend has it, else the stop request) and read what is left of
         its responses in a thread, where the iterator may block until the engine ends."""
@@ -204,7 +229,7 @@ class BLSGenerationWorker:
         if not self.contract.decoupled:
             await request.async_exec()
             return
-        responses = await _exec_decoupled(request)
+        responses = await send_decoupled(request)
         await asyncio.get_running_loop().run_in_executor(None, responses.exhaust)
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
