@@ -51,6 +51,7 @@ BUDGETS: dict[str, Callable[[int], dict[str, Any]]] = {
     # early exit: N is the most samples; they come in waves of 4 until the vote is settled
     "adaptive_consistency": lambda n: {"samples": n, "wave": min(n, 4)},
     "deepconf": lambda n: {"samples": n, "wave": min(n, 4), "warmup": min(n, 4)},
+    "pal_vote": lambda n: {"samples": n},
 }
 ALL_METHODS = (
     "majority_vote",
@@ -62,6 +63,7 @@ ALL_METHODS = (
     "tree_of_thoughts",
     "adaptive_consistency",
     "deepconf",
+    "pal_vote",
 )
 
 # The shipped models' card: one configuration each, no budget sweep.

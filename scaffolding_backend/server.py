@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -27,7 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .service.config import GeneratorConfig
+from .sandbox import SandboxUnavailable
+from .service.config import ConfigError, GeneratorConfig, SandboxConfig
 from .supervisor import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,9 @@ ADMIN_KEY_ENV = "SCAFFOLDING_ADMIN_KEY"
 # running generations. Enough for the scaffolding models' bls_threads together.
 PYTHON_BACKEND_THREADS = 512
 CACHE_DIR = Path(os.environ.get("SCAFFOLDING_CACHE", Path.home() / ".cache" / "triton-scaffolding"))
+
+# a string parameter of a config.pbtxt: key: "name" value: { string_value: "..." }
+PBTXT_PARAMETER = re.compile(r'key:\s*"(\w+)"\s*,?\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}')
 
 
 class ServerError(RuntimeError):
@@ -155,6 +160,8 @@ class TritonServer:
         self.admin_key = admin_key or os.environ.get(ADMIN_KEY_ENV) or secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
         self.restarting = False  # the supervisor is restarting it: not an unexpected exit
+        # models of the repository left unloaded, and why (start() decides)
+        self.not_loaded: dict[str, str] = {}
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -188,7 +195,7 @@ class TritonServer:
             f"--grpc-restricted-protocol={RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}",
             # explicit model control: the supervisor reloads a model whose stub died
             "--model-control-mode=explicit",
-            "--load-model=*",
+            *self._load_models(),
             "--allow-metrics=true",
             "--strict-readiness=true",
             "--exit-on-error=true",
@@ -198,6 +205,34 @@ class TritonServer:
         if install.backend_dir is not None:
             command.append(f"--backend-directory={install.backend_dir}")
         return command + self.extra_args
+
+    def _load_models(self) -> list[str]:
+        if not self.not_loaded:
+            return ["--load-model=*"]
+        flag = "--model-repository="
+        repositories = [self.model_repository] + [
+            Path(arg[len(flag) :]) for arg in self.extra_args if arg.startswith(flag)
+        ]
+        models = sorted(
+            path.name
+            for repository in repositories
+            for path in repository.iterdir()
+            if (path / "config.pbtxt").is_file() and path.name not in self.not_loaded
+        )
+        return [f"--load-model={model}" for model in models]
+
+    def _check_sandbox(self, env: dict[str, str]) -> None:
+        """The ``sandbox`` model refuses to load where its isolation does not work, and
+        --exit-on-error would take the whole server down with it: check first, and leave
+        it unloaded (the launcher says why) so that everything else serves."""
+        config = self.model_repository / "sandbox" / "config.pbtxt"
+        if not config.is_file():
+            return
+        parameters = dict(PBTXT_PARAMETER.findall(config.read_text()))
+        try:
+            SandboxConfig.load(parameters, env).sandbox().check()
+        except (ConfigError, SandboxUnavailable) as error:
+            self.not_loaded["sandbox"] = str(error)
 
     @staticmethod
     def exit_on_sigterm() -> None:
@@ -220,6 +255,7 @@ class TritonServer:
             overrides = json.loads(env.get(GeneratorConfig.overrides_env) or "{}")
             overrides["model_dir"] = str(Path(self.generator_dir).resolve())
             env[GeneratorConfig.overrides_env] = json.dumps(overrides)
+        self._check_sandbox(env)
         log = contextlib.nullcontext(subprocess.DEVNULL)
         # the child keeps its own copy of the descriptor
         with open(self.log_file, "ab") if self.log_file else log as output:
@@ -377,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  admin APIs ({RESTRICTED_APIS}) need the header '{ADMIN_HEADER}': {opened}", flush=True
     )
+    for model, reason in server.not_loaded.items():
+        print(
+            f"  not loaded: {model}: {reason} (pal and pal_vote fail until it loads)",
+            file=sys.stderr,
+            flush=True,
+        )
     print("Ctrl-C stops it.", flush=True)
     supervisor = (
         None if args.no_heal else Supervisor(server, report=lambda line: print(line, flush=True))

@@ -26,11 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scaffolding_backend.kernel.prompts import DEFAULT_PROGRAM_TEMPLATE as PROGRAM_PROMPT_TEMPLATE
 from scaffolding_backend.kernel.prompts import DEFAULT_STEP_DELIMITER as STEP_SEPARATOR
 from scaffolding_backend.kernel.prompts import DEFAULT_TEMPLATE as PROMPT_TEMPLATE
 from scaffolding_backend.kernel.prompts import PromptFormat
-
-PROGRAM_PROMPT_TEMPLATE = "Question: {question}\nProgram:\n"
 
 # Disjoint seed spaces per split: example i of split s is drawn from Random(SEED_BASE[s] + i).
 SEED_BASE = {"train": 1_000_000_000, "dev": 2_000_000_000, "test": 3_000_000_000}

@@ -16,6 +16,8 @@ from .dvts import DVTS
 from .dynasor_cot import DynasorCoT
 from .majority_vote import MajorityVote
 from .mcts import MCTS
+from .pal import PAL
+from .pal_vote import PALVote
 from .tree_of_thoughts import TreeOfThoughts
 from .weighted_best_of_n import WeightedBestOfN
 
@@ -33,6 +35,8 @@ METHODS: dict[str, type[Controller]] = {
         AdaptiveConsistency,
         DeepConf,
         DynasorCoT,
+        PAL,
+        PALVote,
     )
 }
 

@@ -9,6 +9,10 @@ from typing import Any
 
 GENERATION = "generation"
 REWARD = "reward"
+SANDBOX = "sandbox"
+# generations of programs (program-aided methods): a worker of their own, so a deployment can
+# send them to a model that writes programs
+PROGRAM_GENERATION = "program_generation"
 
 
 class FinishReason(str, enum.Enum):
@@ -94,6 +98,25 @@ class RewardTask(Task):
     score: float | None = None
 
 
+@dataclass
+class SandboxTask(Task):
+    """Run a (generated, untrusted) Python program in the sandbox."""
+
+    code: str = ""
+    stdin: str = ""
+    # filled in by the worker
+    stdout: str | None = None
+    stderr: str | None = None
+    exit_status: int | None = None  # the exit code, or -N when killed by signal N
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    killed_reason: str | None = None  # "" when the program ended by itself
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_status == 0 and not self.killed_reason
+
+
 def generation(
     prompt: str,
     *,
@@ -114,3 +137,7 @@ def generation(
 
 def reward(query: str, steps: list[str], *, phase: str = "score") -> RewardTask:
     return RewardTask(worker_tag=REWARD, phase=phase, query=query, steps=list(steps))
+
+
+def sandbox(code: str, stdin: str = "", *, phase: str = "execute") -> SandboxTask:
+    return SandboxTask(worker_tag=SANDBOX, phase=phase, code=code, stdin=stdin)

@@ -24,6 +24,8 @@ from typing import Any, ClassVar, TypeVar
 
 from ..kernel.params import Caps
 from ..kernel.prompts import DEFAULT_STEP_DELIMITER, DEFAULT_TEMPLATE, PromptFormat
+from ..sandbox import Isolation, Sandbox
+from ..sandbox import Limits as SandboxLimits
 
 
 class ConfigError(ValueError):
@@ -171,6 +173,9 @@ class ScaffoldingConfig(ModelConfig):
     generator_url: str = ""
     generator_api: str = "completions"
     generator_max_connections: int = 64
+    # where the program-aided methods' generations go: a Triton model speaking the native
+    # contract that writes programs; "": the generator above
+    program_generator: str = "program_generator"
     # a tokenizer (tokenizer.json) to count tokens with when the engine returns no counts
     tokenizer_dir: str = ""
     reward_model: str = "reward"
@@ -292,6 +297,14 @@ class GeneratorConfig(TorchModelConfig):
 
 
 @dataclass(frozen=True)
+class ProgramGeneratorConfig(GeneratorConfig):
+    """The ``program_generator`` model: a generator of its own, so that retargeting the text
+    generator (``--generator-dir``, its overrides) leaves the programs' model alone."""
+
+    overrides_env: ClassVar[str] = "SCAFFOLDING_PROGRAM_GENERATOR_OVERRIDES"
+
+
+@dataclass(frozen=True)
 class RewardConfig(TorchModelConfig):
     """The CPU ``reward`` / ``reward_orm`` models (a PRM or an ORM)."""
 
@@ -305,6 +318,76 @@ class RewardConfig(TorchModelConfig):
         self._positive("max_rows_per_request")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise ConfigError("device", f"must be cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class SandboxConfig(ModelConfig):
+    """The ``sandbox`` model: isolated runs of untrusted Python (``sandbox.runner``)."""
+
+    overrides_env: ClassVar[str] = "SCAFFOLDING_SANDBOX_OVERRIDES"
+
+    # "namespaces" (refuses to load where they do not work) or "rlimits", the weaker mode
+    # without network or file-system isolation, which must be asked for by name
+    isolation: str = "namespaces"
+    python: str = ""  # the interpreter programs run with; "": the server's Python installation
+    concurrent_runs: int = 8  # per model instance; more requests wait for a run slot
+    # a root server (no user namespace) runs slot k as uid uid_base + (pid % 4096) * slots + k
+    uid_base: int = 61000
+    max_code_bytes: int = 65536
+    max_stdin_bytes: int = 65536
+    wall_s: float = 5.0
+    cpu_s: int = 2
+    memory_bytes: int = 268435456
+    max_processes: int = 16  # processes and threads, per run
+    max_open_files: int = 64
+    max_file_bytes: int = 1048576
+    tmp_bytes: int = 8388608  # the tmpfs /tmp, a run's only writable place
+    max_output_bytes: int = 65536  # stdout and stderr together; the run is killed past it
+
+    def validate(self) -> None:
+        self._one_of("isolation", ("namespaces", "rlimits"))
+        self._positive(
+            "concurrent_runs",
+            "uid_base",
+            "max_code_bytes",
+            "cpu_s",
+            "max_processes",
+            "max_open_files",
+            "max_file_bytes",
+            "tmp_bytes",
+            "max_output_bytes",
+        )
+        if self.max_stdin_bytes < 0:
+            raise ConfigError("max_stdin_bytes", f"must be 0 or more, got {self.max_stdin_bytes}")
+        if not 0 < self.wall_s <= 600:
+            raise ConfigError("wall_s", f"must be in (0, 600], got {self.wall_s}")
+        if self.memory_bytes < 64 << 20:
+            raise ConfigError(
+                "memory_bytes",
+                f"must be at least 64 MiB (the interpreter), got {self.memory_bytes}",
+            )
+        if self.python and not os.access(self.python, os.X_OK):
+            raise ConfigError("python", f"{self.python!r} is not an executable file")
+
+    def sandbox(self) -> Sandbox:
+        """The runner these settings describe."""
+        limits = SandboxLimits(
+            wall_s=self.wall_s,
+            cpu_s=self.cpu_s,
+            memory_bytes=self.memory_bytes,
+            processes=self.max_processes,
+            open_files=self.max_open_files,
+            file_bytes=self.max_file_bytes,
+            tmp_bytes=self.tmp_bytes,
+            output_bytes=self.max_output_bytes,
+        )
+        return Sandbox(
+            limits,
+            isolation=Isolation(self.isolation),
+            python=self.python,
+            slots=self.concurrent_runs,
+            uid_base=self.uid_base,
+        )
 
 
 def resolve_model_dir(path: str, model_repository: str, *, key: str = "model_dir") -> str:

@@ -25,7 +25,12 @@ import triton_python_backend_utils as pb_utils
 
 from ..engines.causal_lm import CausalLMEngine, Generation, GenerationRequest, GenerationResult
 from ..kernel.params import InvalidParameter
-from ..service.config import ConfigError, GeneratorConfig, resolve_model_dir
+from ..service.config import (
+    ConfigError,
+    GeneratorConfig,
+    ProgramGeneratorConfig,
+    resolve_model_dir,
+)
 from ..service.values import Arrays, all_values, one_value
 from . import io
 from .metrics import release
@@ -49,9 +54,11 @@ def _column(values: list, dtype: Any) -> np.ndarray:
 
 
 class GeneratorModel:
+    config_class: type[GeneratorConfig] = GeneratorConfig
+
     def initialize(self, args: dict[str, Any]) -> None:
         try:
-            self.config = GeneratorConfig.from_model_config(json.loads(args["model_config"]))
+            self.config = self.config_class.from_model_config(json.loads(args["model_config"]))
             self.model_dir = resolve_model_dir(self.config.model_dir, args["model_repository"])
         except ConfigError as error:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {error}") from None
@@ -63,7 +70,7 @@ class GeneratorModel:
         self.running: dict[str, list[Generation]] = {}  # by request id, for stop requests
         self.stopped_early: OrderedDict[str, float] = OrderedDict()  # stops before their request
         self.metrics = EngineMetrics(args["model_name"], self.engine)
-        pb_utils.Logger.log_info(f"generator: serving {self.model_dir} ({self.config})")
+        pb_utils.Logger.log_info(f"{args['model_name']}: serving {self.model_dir} ({self.config})")
 
     def finalize(self) -> None:
         self.engine.close()
@@ -260,6 +267,12 @@ class GeneratorModel:
                 log_probs[row, 0, : result.num_output_tokens] = result.token_log_probs
             outputs.append(pb_utils.Tensor("output_log_probs", log_probs))
         return pb_utils.InferenceResponse(output_tensors=outputs)
+
+
+class ProgramGeneratorModel(GeneratorModel):
+    """The same model serving the program generator, with settings of its own."""
+
+    config_class = ProgramGeneratorConfig
 
 
 class EngineMetrics:

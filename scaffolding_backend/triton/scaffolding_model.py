@@ -21,11 +21,15 @@ from ..kernel.account import Account, Status
 from ..kernel.controller import Progress
 from ..kernel.params import InvalidParameter
 from ..kernel.runtime import Limits, RequestFailed, Runtime, Worker, WorkerError
-from ..kernel.tasks import GENERATION, REWARD
+from ..kernel.tasks import GENERATION, PROGRAM_GENERATION, REWARD, SANDBOX
 from ..service.config import ConfigError, ScaffoldingConfig
 from ..service.job import Job, parse_job
 from ..workers.context import RequestContext, SubRequestSlots
-from ..workers.generation import generation_worker_factory
+from ..workers.generation import (
+    generation_worker_factory,
+    program_generation_worker_factory,
+)
+from ..workers.sandbox_bls import BLSSandboxWorker
 from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor, release_retired
 from . import io
 from .metrics import ScaffoldingMetrics
@@ -57,6 +61,9 @@ class ScaffoldingModel:
         try:
             self.config = ScaffoldingConfig.from_model_config(model_config)
             self.generation_worker = generation_worker_factory(
+                self.config, args["model_repository"]
+            )
+            self.program_generation_worker = program_generation_worker_factory(
                 self.config, args["model_repository"]
             )
         except ConfigError as error:
@@ -176,7 +183,9 @@ class ScaffoldingModel:
         context = RequestContext.within(job.deadline_s, trace=request.trace(), slots=self.slots)
         return {
             GENERATION: self.generation_worker(context),
+            PROGRAM_GENERATION: self.program_generation_worker(context),
             REWARD: BLSRewardWorker(job.reward_model, self.config.prompt_format, context),
+            SANDBOX: BLSSandboxWorker(context),
         }
 
     @staticmethod

@@ -67,3 +67,17 @@ def generation_worker_factory(config: ScaffoldingConfig, model_repository: str) 
         stream=config.generator_stream,
     )
     return lambda context: BLSGenerationWorker(config.generator_model, contract, context, counter)
+
+
+def program_generation_worker_factory(
+    config: ScaffoldingConfig, model_repository: str
+) -> WorkerFactory:
+    """The worker of the program-aided methods' generations: the model ``program_generator``
+    names (a Triton model speaking the native contract), or the generation worker when it
+    names none."""
+    if not config.program_generator:
+        return generation_worker_factory(config, model_repository)
+    from .triton_bls import BLSGenerationWorker
+
+    contract = TRITON_CONTRACTS["native"]()
+    return lambda context: BLSGenerationWorker(config.program_generator, contract, context, None)

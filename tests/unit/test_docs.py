@@ -13,6 +13,7 @@ from scaffolding_backend.service.config import (
     GeneratorConfig,
     ModelConfig,
     RewardConfig,
+    SandboxConfig,
     ScaffoldingConfig,
 )
 
@@ -42,7 +43,9 @@ def written(value: object) -> str:
     return f"`{str(value).encode('unicode_escape').decode()}`"
 
 
-@pytest.mark.parametrize("config", [ScaffoldingConfig, GeneratorConfig, RewardConfig])
+@pytest.mark.parametrize(
+    "config", [ScaffoldingConfig, GeneratorConfig, RewardConfig, SandboxConfig]
+)
 def test_the_readme_lists_every_setting_with_its_default(config):
     table = documented(config)
     fields = {field.name: field.default for field in dataclasses.fields(config)}

@@ -69,6 +69,18 @@ RULES = {
         *TORCH,
     ),
     "service": (*TRITON, *TORCH),
+    # the sandbox runner: the standard library only
+    "sandbox": (
+        "numpy",
+        "math_verify",
+        "scaffolding_backend.kernel",
+        "scaffolding_backend.reasoning",
+        "scaffolding_backend.controllers",
+        "scaffolding_backend.workers",
+        "scaffolding_backend.service",
+        *TRITON,
+        *TORCH,
+    ),
     "triton": ("scaffolding_training",),
 }
 
