@@ -35,6 +35,7 @@ from . import io
 from .metrics import ScaffoldingMetrics
 
 CANCEL_POLL_S = 0.05
+GAUGE_INTERVAL_S = 0.25  # the in-flight gauges are refreshed at most this often
 
 
 def error_code(failure: RequestFailed) -> int:
@@ -70,6 +71,7 @@ class ScaffoldingModel:
             raise pb_utils.TritonModelException(f"{self.name}: {error}") from None
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
         self.metrics = ScaffoldingMetrics(self.name)
+        self._gauge_update: asyncio.TimerHandle | None = None
         self.active = 0  # requests this instance is serving
         self.slots = SubRequestSlots(self.config.sub_request_slots, on_change=self._gauges)
         pb_utils.Logger.log_info(f"{self.name}: decoupled={self.decoupled} {self.config}")
@@ -106,6 +108,17 @@ class ScaffoldingModel:
         release_retired()
 
     def _gauges(self, _sub_requests: int = 0) -> None:
+        """Refresh the in-flight gauges, at most once per GAUGE_INTERVAL_S. A metric update
+        is a blocking round trip to the server that holds the GIL while it waits for the
+        stub's message lock; once per sub-request (thousands a second with DeepConf's
+        streamed traces), it took part in a deadlock of the whole server."""
+        if self._gauge_update is None:
+            self._gauge_update = asyncio.get_running_loop().call_later(
+                GAUGE_INTERVAL_S, self._update_gauges
+            )
+
+    def _update_gauges(self) -> None:
+        self._gauge_update = None
         self.metrics.set_in_flight(self.active, self.slots.in_flight)
 
     async def _serve(self, request: Any, sender: Any) -> Any:
