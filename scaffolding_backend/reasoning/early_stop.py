@@ -42,12 +42,15 @@ class EarlyStop:
 
     samples: list[Sample] = field(default_factory=list)
     settled: bool = False
+    checked: int = 0  # prefix lengths the rule has been asked about
+    decided: int | None = None  # the prefix length on which the rule settled
 
     def prefix(self) -> list[Sample]:
-        """The resolved samples before the first unresolved one."""
+        """The resolved samples before the first unresolved one (once settled: the prefix
+        the rule settled on, whatever finished after it)."""
         resolved = []
         for sample in self.samples:
-            if not sample.resolved:
+            if not sample.resolved or len(resolved) == self.decided:
                 break
             resolved.append(sample)
         return resolved
@@ -73,10 +76,19 @@ def sample_until(
     state = EarlyStop()
 
     def rule(_finished: list[Task]) -> bool:
-        for sample in state.prefix():
+        if state.settled:
+            return True
+        prefix = state.prefix()
+        for sample in prefix:
             if sample.candidate is None and not sample.discarded:
                 sample.candidate = candidate_from(sample.task)
-        state.settled = state.settled or settled(state.counted())
+        # every prefix length in turn, so the decision never depends on how many samples
+        # happened to finish together
+        while state.checked < len(prefix):
+            state.checked += 1
+            if settled([s for s in prefix[: state.checked] if not s.discarded]):
+                state.settled, state.decided = True, state.checked
+                break
         return state.settled
 
     while len(state.samples) < samples and not state.settled:

@@ -180,3 +180,27 @@ def test_dynasor_cot_knobs_are_checked(run_method):
         run_method("dynasor_cot", {"probe_every": 0}, {})
     with pytest.raises(InvalidParameter, match="agree"):
         run_method("dynasor_cot", {"agree": 0}, {})
+
+
+class ReverseWorker(FunctionWorker):
+    """Fills a wave's tasks, then reports them finished last first, as an engine may."""
+
+    async def run(self, tasks, on_done):
+        for task in tasks:
+            self.fill(task)
+            self.calls.append(task)
+        for task in reversed(tasks):
+            on_done(task)
+        return len(tasks)
+
+
+def test_early_exit_decides_on_the_same_samples_whatever_order_they_finish_in(run_method):
+    traces = [("5", CONFIDENT), ("5", CONFIDENT), ("9", CONFIDENT), ("9", CONFIDENT)]
+    params = {"samples": 8, "wave": 4, "confidence": 0.8}
+    in_order = run_method("adaptive_consistency", params, {"generation": scripted(traces)})
+    reverse = ReverseWorker(scripted(traces).fill)
+    reversed_ = run_method("adaptive_consistency", params, {"generation": reverse})
+    for account in (in_order, reversed_):
+        # two agreeing samples settle it at 0.8 (P = 0.875); samples 2 and 3 do not vote
+        assert account.outcome.answer.text == "5"
+        assert account.outcome.details["samples_used"] == 2
