@@ -48,7 +48,7 @@ class EarlyStop:
     def prefix(self) -> list[Sample]:
         """The resolved samples before the first unresolved one (once settled: the prefix
         the rule settled on, whatever finished after it)."""
-        resolved = []
+        resolved: list[Sample] = []
         for sample in self.samples:
             if not sample.resolved or len(resolved) == self.decided:
                 break
