@@ -41,9 +41,12 @@ class EarlyStop:
     """The samples drawn so far and whether the rule settled."""
 
     samples: list[Sample] = field(default_factory=list)
-    settled: bool = False
     checked: int = 0  # prefix lengths the rule has been asked about
     decided: int | None = None  # the prefix length on which the rule settled
+
+    @property
+    def settled(self) -> bool:
+        return self.decided is not None
 
     def prefix(self) -> list[Sample]:
         """The resolved samples before the first unresolved one (once settled: the prefix
@@ -87,7 +90,7 @@ def sample_until(
         while state.checked < len(prefix):
             state.checked += 1
             if settled([s for s in prefix[: state.checked] if not s.discarded]):
-                state.settled, state.decided = True, state.checked
+                state.decided = state.checked
                 break
         return state.settled
 

@@ -7,6 +7,7 @@ INVALID_ARG error for that request alone.
 
 from __future__ import annotations
 
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +17,22 @@ import triton_python_backend_utils as pb_utils
 
 from ..kernel.params import INVALID_INPUT, InvalidParameter
 from ..service.batching import run_isolated
+
+
+def log_reference() -> str:
+    """A short id that ties a client's error message to the server log's details."""
+    return uuid.uuid4().hex[:12]
+
+
+def unexpected_error(model_name: str) -> Any:
+    """The response to a request that met a bug (call it in an ``except`` block): the
+    traceback goes to the server log, the client gets INTERNAL and the log reference."""
+    reference = log_reference()
+    pb_utils.Logger.log_error(
+        f"{model_name}: request failed [{reference}]:\n{traceback.format_exc()}"
+    )
+    message = f"internal error; the server log has the details [log {reference}]"
+    return error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)
 
 
 def input_arrays(request: Any) -> dict[str, np.ndarray]:
@@ -71,7 +88,7 @@ def execute_batched(
     outcomes = run_isolated([rows for rows, _ in parsed.values()], run) if parsed else []
     for (index, (rows, options)), outcome in zip(parsed.items(), outcomes):
         if isinstance(outcome, Exception):
-            reference = uuid.uuid4().hex[:12]
+            reference = log_reference()
             pb_utils.Logger.log_error(f"{model_name}: request failed [{reference}]: {outcome!r}")
             message = f"{model_name} could not serve this request: {outcome} [log {reference}]"
             responses[index] = error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import traceback
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -78,12 +76,7 @@ class SandboxModel:
         try:
             response = await self._respond(request)
         except Exception:
-            reference = uuid.uuid4().hex[:12]
-            pb_utils.Logger.log_error(
-                f"{self.name}: request failed [{reference}]:\n{traceback.format_exc()}"
-            )
-            message = f"internal error; the server log has the details [log {reference}]"
-            response = io.error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)
+            response = io.unexpected_error(self.name)
         io.send_final(request, sender, response)
 
     async def _respond(self, request: Any) -> Any:
@@ -94,7 +87,7 @@ class SandboxModel:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.pool, self.sandbox.run, code, stdin)
         if result.killed_reason is KillReason.SANDBOX_ERROR:
-            reference = uuid.uuid4().hex[:12]
+            reference = io.log_reference()
             pb_utils.Logger.log_error(f"{self.name}: sandbox failed [{reference}]: {result.stderr}")
             message = f"the sandbox could not isolate this run [log {reference}]"
             return io.error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)

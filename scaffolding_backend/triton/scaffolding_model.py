@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 import traceback
-import uuid
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -48,11 +47,6 @@ def error_code(failure: RequestFailed) -> int:
         Status.CANCELLED: pb_utils.TritonError.CANCELLED,
         Status.DEADLINE: pb_utils.TritonError.UNAVAILABLE,
     }.get(failure.reason, pb_utils.TritonError.INTERNAL)
-
-
-def log_reference() -> str:
-    """A short id that ties a client's error message to the server log's details."""
-    return uuid.uuid4().hex[:12]
 
 
 class ScaffoldingModel:
@@ -96,12 +90,7 @@ class ScaffoldingModel:
         try:
             return await self._serve(request, sender)
         except Exception:
-            reference = log_reference()
-            pb_utils.Logger.log_error(
-                f"{self.name}: request failed [{reference}]:\n{traceback.format_exc()}"
-            )
-            message = f"internal error; the server log has the details [log {reference}]"
-            return io.error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)
+            return io.unexpected_error(self.name)
 
     def finalize(self) -> None:
         self.metrics.close()
@@ -220,7 +209,7 @@ class ScaffoldingModel:
         message = f"{failure.reason.value}: {failure} (spent so far: {json.dumps(spent)})"
         cause = failure.__cause__
         if cause is not None and not isinstance(cause, WorkerError):  # a bug: details in the log
-            reference = log_reference()
+            reference = io.log_reference()
             details = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
             pb_utils.Logger.log_error(f"{self.name}: worker failed [{reference}]:\n{details}")
             message += f" [log {reference}]"

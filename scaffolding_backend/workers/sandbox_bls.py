@@ -38,13 +38,10 @@ class BLSSandboxWorker:
         )
         async with self.context.slot():
             responses = await send_decoupled(_inference_request(self.model, request, self.context))
-            loop = asyncio.get_running_loop()
-            outputs: dict[str, np.ndarray] = {}
-            while True:  # one response with outputs, and the final flag (maybe alone)
-                response = await loop.run_in_executor(None, responses.next_or_none)
-                if response is None:
-                    break
-                outputs = _outputs(response, self.model) or outputs
+            replies = await asyncio.get_running_loop().run_in_executor(None, responses.read_all)
+        outputs: dict[str, np.ndarray] = {}
+        for reply in replies:  # one response with outputs, and the final flag (maybe alone)
+            outputs = _outputs(reply, self.model) or outputs
         if not outputs:
             raise SubRequestFailed(f"model '{self.model}' sent no response with outputs")
         task.stdout = _text(outputs, "stdout")
