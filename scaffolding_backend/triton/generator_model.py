@@ -194,7 +194,7 @@ class GeneratorModel:
                     text, log_prob = await asyncio.wait_for(tokens.get(), CANCEL_POLL_S)
                 except asyncio.TimeoutError:
                     continue
-                sender.send(self._token_response(text, log_prob, options))
+                sender.send(io.response(request, self._token_outputs(text, log_prob, options)))
             results = finished.result()
         finally:
             if request_id:
@@ -207,7 +207,8 @@ class GeneratorModel:
                 request, sender, io.error_response(failure, pb_utils.TritonError.INTERNAL)
             )
             return
-        io.send_final(request, sender, self._final_response(rows, results, options))
+        final_outputs = self._final_outputs(rows, results, options)
+        io.send_final(request, sender, io.response(request, final_outputs))
 
     def _stop(self, request_id: str) -> None:
         """End the generations of the running request ``request_id``; a stop that overtook
@@ -226,18 +227,18 @@ class GeneratorModel:
                 self.stopped_early.popitem(last=False)
 
     @staticmethod
-    def _token_response(text: str, log_prob: float, options: Options) -> Any:
+    def _token_outputs(text: str, log_prob: float, options: Options) -> list[Any]:
         outputs = [pb_utils.Tensor("text_output", np.array([[text]], dtype=np.object_))]
         if options.return_log_probs:
             outputs.append(
                 pb_utils.Tensor("output_log_probs", np.array([[[log_prob]]], dtype=np.float32))
             )
-        return pb_utils.InferenceResponse(output_tensors=outputs)
+        return outputs
 
     @staticmethod
-    def _final_response(
+    def _final_outputs(
         rows: list[GenerationRequest], results: list[GenerationResult], options: Options
-    ) -> Any:
+    ) -> list[Any]:
         if options.stream:  # the text went out token by token
             texts = ["" for _ in results]
         else:
@@ -266,7 +267,7 @@ class GeneratorModel:
             for row, result in enumerate(results):
                 log_probs[row, 0, : result.num_output_tokens] = result.token_log_probs
             outputs.append(pb_utils.Tensor("output_log_probs", log_probs))
-        return pb_utils.InferenceResponse(output_tensors=outputs)
+        return outputs
 
 
 class ProgramGeneratorModel(GeneratorModel):

@@ -44,6 +44,21 @@ def string_tensor(name: str, values: Sequence[str]) -> Any:
     return pb_utils.Tensor(name, np.array(values, dtype=np.object_))
 
 
+def requested(request: Any, outputs: Sequence[Any]) -> list[Any]:
+    """The output tensors the request asked for, and no others. A decoupled model must never
+    send more: the Python backend's response sender (release r24.10, and still upstream)
+    drops the outputs a request did not ask for after releasing the GIL, which frees their
+    numpy arrays without it. Stubs then died at random (segfaults in libpython, a corrupted
+    heap) once callers asked for fewer outputs than a model sends."""
+    wanted = set(request.requested_output_names())
+    return [tensor for tensor in outputs if tensor.name() in wanted]
+
+
+def response(request: Any, outputs: Sequence[Any]) -> Any:
+    """A response with the outputs the request asked for (see ``requested``)."""
+    return pb_utils.InferenceResponse(output_tensors=requested(request, outputs))
+
+
 def error_response(error: Exception, code: int | None = None) -> Any:
     """An error response; a refused input (INVALID_ARG, the default) says "invalid input"
     first, which a BLS caller can read where Triton loses the error's code."""

@@ -91,20 +91,18 @@ class SandboxModel:
             pb_utils.Logger.log_error(f"{self.name}: sandbox failed [{reference}]: {result.stderr}")
             message = f"the sandbox could not isolate this run [log {reference}]"
             return io.error_response(RuntimeError(message), pb_utils.TritonError.INTERNAL)
-        return self._response(result)
+        return io.response(request, self._outputs(result))
 
     @staticmethod
-    def _response(result: RunResult) -> Any:
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                io.string_tensor("stdout", [result.stdout]),
-                io.string_tensor("stderr", [result.stderr]),
-                pb_utils.Tensor("exit_status", np.array([result.exit_status], dtype=np.int32)),
-                pb_utils.Tensor("wall_s", np.array([result.wall_s], dtype=np.float32)),
-                pb_utils.Tensor("cpu_s", np.array([result.cpu_s], dtype=np.float32)),
-                io.string_tensor("killed_reason", [result.killed_reason.value]),
-            ]
-        )
+    def _outputs(result: RunResult) -> list[Any]:
+        return [
+            io.string_tensor("stdout", [result.stdout]),
+            io.string_tensor("stderr", [result.stderr]),
+            pb_utils.Tensor("exit_status", np.array([result.exit_status], dtype=np.int32)),
+            pb_utils.Tensor("wall_s", np.array([result.wall_s], dtype=np.float32)),
+            pb_utils.Tensor("cpu_s", np.array([result.cpu_s], dtype=np.float32)),
+            io.string_tensor("killed_reason", [result.killed_reason.value]),
+        ]
 
     def finalize(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -142,11 +142,14 @@ class ScaffoldingModel:
             return io.error_response(error)
 
         client_left = asyncio.Event()
+        # events go only to a client that asked for them and for the output they come in
+        streams = job.stream and sender is not None
+        streams = streams and "event" in request.requested_output_names()
 
         def on_progress(event: Progress) -> None:
             # nothing for a client that left (see io.send_final); the watcher below finds
             # out (is_cancelled is a round trip to the server: not once per token)
-            if job.stream and sender is not None and not client_left.is_set():
+            if streams and not client_left.is_set():
                 payload = json.dumps({"kind": event.kind.value, **event.data})
                 sender.send(
                     pb_utils.InferenceResponse(
@@ -179,7 +182,7 @@ class ScaffoldingModel:
         self.metrics.request_done(
             job.method, Status.OK.value, account, time.perf_counter() - started
         )
-        return self._final_response(account)
+        return io.response(request, self._final_outputs(account))
 
     def _workers(self, request: Any, job: Job) -> dict[str, Worker]:
         context = RequestContext.within(job.deadline_s, trace=request.trace(), slots=self.slots)
@@ -216,14 +219,12 @@ class ScaffoldingModel:
         return message
 
     @staticmethod
-    def _final_response(account: Account) -> Any:
+    def _final_outputs(account: Account) -> list[Any]:
         outcome = account.outcome
         assert outcome is not None  # an account that finished OK has its outcome
         answer = outcome.answer.text if outcome.answer else ""
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                io.string_tensor("text_output", [outcome.text]),
-                io.string_tensor("answer", [answer]),
-                io.string_tensor("account", [json.dumps(account.to_json())]),
-            ]
-        )
+        return [
+            io.string_tensor("text_output", [outcome.text]),
+            io.string_tensor("answer", [answer]),
+            io.string_tensor("account", [json.dumps(account.to_json())]),
+        ]

@@ -65,13 +65,23 @@ CANCELLABLE = "trtllm_llmapi"  # its fixture streams slowly and honours stop req
 CUSTOM_FORMAT = {"prompt_template": "Problem: {question}\nSolution:\n", "step_delimiter": "\n"}
 
 
-def stream_responses(grpc_url: str, model: str, inputs: list, *, timeout_s: float = 60) -> list:
+def stream_responses(
+    grpc_url: str,
+    model: str,
+    inputs: list,
+    *,
+    timeout_s: float = 60,
+    outputs: list[str] | None = None,
+) -> list:
     """Every response with outputs to one request over a gRPC stream (how a decoupled model
-    such as the generator answers), the final one last."""
+    such as the generator answers), the final one last; ``outputs``: ask for only these."""
     replies: queue.Queue = queue.Queue()
+    requested = [grpc.InferRequestedOutput(name) for name in outputs] if outputs else None
     with grpc.InferenceServerClient(grpc_url) as client:
         client.start_stream(callback=lambda result, error: replies.put((result, error)))
-        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        client.async_stream_infer(
+            model, inputs, outputs=requested, enable_empty_final_response=True
+        )
         responses = []
         while True:
             result, error = replies.get(timeout=timeout_s)

@@ -234,6 +234,41 @@ def test_generator_speaks_the_generation_contract_and_refuses_bad_input(triton):
             stream_responses(triton.grpc_url, "generator", bad)
 
 
+def test_decoupled_models_send_only_the_outputs_a_request_asks_for(triton):
+    """The Python backend drops outputs nobody asked for from a decoupled model's response
+    without holding the GIL, which corrupted the stub's heap (io.requested): the models must
+    not send them. Many requests, so that a stub that still did would be likely to die."""
+    prompt = np.array([["Question: 1 + 1?\nAnswer:\n"]], dtype=np.object_)
+    generation = [
+        _grpc_input("text_input", prompt, "BYTES"),
+        _grpc_input("max_tokens", np.array([[4]], dtype=np.int32), "INT32"),
+        _grpc_input("stream", np.array([[True]]), "BOOL"),
+    ]
+    question = [
+        _grpc_input("text_input", np.array([QUESTION], dtype=np.object_), "BYTES"),
+        _grpc_input("method", np.array(["majority_vote"], dtype=np.object_), "BYTES"),
+        _grpc_input(
+            "method_parameters",
+            np.array(['{"samples": 2, "max_tokens": 16}'], dtype=np.object_),
+            "BYTES",
+        ),
+        _grpc_input("stream", np.array([True]), "BOOL"),
+    ]
+    for _ in range(25):
+        replies = stream_responses(
+            triton.grpc_url, "generator", generation, outputs=["num_output_tokens"]
+        )
+        assert {output.name for reply in replies for output in reply.get_response().outputs} == {
+            "num_output_tokens"
+        }
+    [answer] = stream_responses(triton.grpc_url, "scaffolding", question, outputs=["answer"])
+    assert [output.name for output in answer.get_response().outputs] == ["answer"]
+    assert answer.as_numpy("answer")[0].decode()
+    # the generator still serves
+    [reply] = stream_responses(triton.grpc_url, "generator", generation[:2])
+    assert int(reply.as_numpy("num_output_tokens")[0][0]) >= 1
+
+
 def test_prometheus_metrics_count_requests_and_sub_requests(triton):
     import urllib.request
 
