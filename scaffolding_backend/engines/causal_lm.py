@@ -18,39 +18,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-
-@dataclass
-class GenerationRequest:
-    prompt: str
-    max_tokens: int
-    temperature: float = 1.0  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 means no top-k filter
-    seed: int | None = None
-    stop_words: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    num_prompt_tokens: int
-    num_output_tokens: int
-    cum_log_prob: float
-    token_log_probs: list[float]
-    finish_reason: str  # "eos", "stop_word", "length", "cancelled" or "error"
-    error: str | None = None
-
-
-# called from the engine's thread: (the new text since the last call, the token's log-probability)
-TokenCallback = Callable[[str, float], None]
-FinishCallback = Callable[[GenerationResult], None]
+from .generation import (
+    EngineStats,
+    FinishCallback,
+    Generation,
+    GenerationRequest,
+    GenerationResult,
+    TokenCallback,
+)
 
 
 def _filtered_logits(
@@ -75,36 +55,6 @@ def _attention_layers(cache: DynamicCache) -> list[Any]:
     return list(cache.layers)
 
 
-class Generation:
-    """One request in the engine: cancel it, or wait for its result."""
-
-    def __init__(
-        self,
-        request: GenerationRequest,
-        on_token: TokenCallback | None,
-        on_finish: FinishCallback | None,
-    ):
-        self.request = request
-        self.on_token = on_token
-        self.on_finish = on_finish
-        self.cancelled = False
-        # held while the engine writes this request's token, so a cancel falls between tokens
-        self.writing = threading.Lock()
-        self.result: GenerationResult | None = None
-        self.done = threading.Event()
-
-    def cancel(self) -> None:
-        """Leave the batch at the next decode step (no token is written after this)."""
-        with self.writing:
-            self.cancelled = True
-
-    def wait(self, timeout: float | None = None) -> GenerationResult:
-        if not self.done.wait(timeout):
-            raise TimeoutError("the generation did not finish in time")
-        assert self.result is not None
-        return self.result
-
-
 class _Row:
     """Decoding state of one request inside the batch."""
 
@@ -123,15 +73,6 @@ class _Row:
         self.generator = torch.Generator()
         seed = self.request.seed
         self.generator.manual_seed(seed if seed is not None else torch.seed())
-
-
-@dataclass
-class EngineStats:
-    generations: int = 0  # requests that left the engine (finished, cancelled or failed)
-    tokens: int = 0  # tokens written
-    steps: int = 0  # decode steps (batched forward passes after a prefill)
-    cancelled: int = 0  # requests that left the batch cancelled
-    tokens_after_cancel: int = 0  # tokens written for a request after its cancel (should stay 0)
 
 
 class CausalLMEngine:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ..engines.echo import DEFAULT_COMPLETION as DEFAULT_ECHO_COMPLETION
 from ..kernel.params import Caps
 from ..kernel.prompts import DEFAULT_STEP_DELIMITER, DEFAULT_TEMPLATE, PromptFormat
 from ..sandbox import Isolation, Sandbox
@@ -290,10 +291,20 @@ class GeneratorConfig(TorchModelConfig):
     max_tokens_cap: int = 1024
     # rows decoding together; more wait in the engine's queue and join as rows finish
     max_batch_rows: int = 64
+    # "echo": no model, a fixed completion after a fixed delay (engines/echo.py), to measure
+    # what Triton, BLS and this project's code cost on their own
+    engine: str = "causal_lm"
+    echo_delay_s: float = 0.0
+    echo_completion: str = DEFAULT_ECHO_COMPLETION
 
     def validate(self) -> None:
         super().validate()
         self._positive("max_tokens_cap", "max_batch_rows")
+        self._one_of("engine", ("causal_lm", "echo"))
+        if not self.echo_delay_s >= 0:
+            raise ConfigError("echo_delay_s", f"must be >= 0, got {self.echo_delay_s}")
+        if not self.echo_completion.strip():
+            raise ConfigError("echo_completion", "must not be empty")
 
 
 @dataclass(frozen=True)

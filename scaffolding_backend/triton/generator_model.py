@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ..engines.causal_lm import CausalLMEngine, Generation, GenerationRequest, GenerationResult
+from ..engines.echo import EchoEngine
+from ..engines.generation import Engine, Generation, GenerationRequest, GenerationResult
 from ..kernel.params import InvalidParameter
 from ..service.config import (
     ConfigError,
@@ -33,11 +34,8 @@ from ..service.config import (
 )
 from ..service.values import Arrays, all_values, one_value
 from . import io
-from .metrics import release
+from .metrics import Throttled, release
 
-# a client that leaves is noticed within this; every check is a round trip to the server, and
-# polling 64 requests at 20 Hz each slowed the stub's intake of new requests and stops
-CANCEL_POLL_S = 0.2
 STOP_MEMORY_S = 60.0  # how long a stop waits for a request it overtook
 STOP_MEMORY_SIZE = 4096
 
@@ -59,21 +57,34 @@ class GeneratorModel:
     def initialize(self, args: dict[str, Any]) -> None:
         try:
             self.config = self.config_class.from_model_config(json.loads(args["model_config"]))
-            self.model_dir = resolve_model_dir(self.config.model_dir, args["model_repository"])
+            self.engine, serving = self._engine(args["model_repository"])
         except ConfigError as error:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {error}") from None
-        self.engine = CausalLMEngine(
-            self.model_dir,
-            num_threads=self.config.num_threads or None,
-            max_batch_rows=self.config.max_batch_rows,
-        )
         self.running: dict[str, list[Generation]] = {}  # by request id, for stop requests
         self.stopped_early: OrderedDict[str, float] = OrderedDict()  # stops before their request
         self.metrics = EngineMetrics(args["model_name"], self.engine)
-        pb_utils.Logger.log_info(f"{args['model_name']}: serving {self.model_dir} ({self.config})")
+        self.write_metrics = Throttled(self.metrics.update)
+        pb_utils.Logger.log_info(f"{args['model_name']}: serving {serving} ({self.config})")
+
+    def _engine(self, model_repository: str) -> tuple[Engine, str]:
+        """The configured engine, and what it serves (for the log)."""
+        if self.config.engine == "echo":
+            echo = EchoEngine(self.config.echo_completion, self.config.echo_delay_s)
+            return echo, f"a fixed completion after {self.config.echo_delay_s} s (echo engine)"
+        # torch only where a model generates
+        from ..engines.causal_lm import CausalLMEngine
+
+        model_dir = resolve_model_dir(self.config.model_dir, model_repository)
+        engine = CausalLMEngine(
+            model_dir,
+            num_threads=self.config.num_threads or None,
+            max_batch_rows=self.config.max_batch_rows,
+        )
+        return engine, model_dir
 
     def finalize(self) -> None:
         self.engine.close()
+        self.write_metrics.cancel()
         self.metrics.close()
 
     # -- parsing ------------------------------------------------------------------------------
@@ -181,17 +192,17 @@ class GeneratorModel:
         checked = loop.time()
         try:
             while not (finished.done() and tokens.empty()):
-                # is_cancelled asks the server (a round trip): at most every CANCEL_POLL_S
-                if loop.time() - checked >= CANCEL_POLL_S:
+                # is_cancelled asks the server (a round trip): at most every io.CANCEL_POLL_S
+                if loop.time() - checked >= io.CANCEL_POLL_S:
                     checked = loop.time()
                     if request.is_cancelled():
                         for generation in generations:
                             generation.cancel()
                 if not options.stream:
-                    await asyncio.wait([finished], timeout=CANCEL_POLL_S)
+                    await asyncio.wait([finished], timeout=io.CANCEL_POLL_S)
                     continue
                 try:
-                    text, log_prob = await asyncio.wait_for(tokens.get(), CANCEL_POLL_S)
+                    text, log_prob = await asyncio.wait_for(tokens.get(), io.CANCEL_POLL_S)
                 except asyncio.TimeoutError:
                     continue
                 sender.send(io.response(request, self._token_outputs(text, log_prob, options)))
@@ -199,7 +210,7 @@ class GeneratorModel:
         finally:
             if request_id:
                 self.running.pop(request_id, None)
-        self.metrics.update()
+        self.write_metrics()
         failed = [result.error for result in results if result.finish_reason == "error"]
         if failed:
             failure = RuntimeError(f"generation failed: {failed[0]}")
@@ -281,7 +292,7 @@ class EngineMetrics:
     those that left cancelled), generated tokens, and tokens written after a cancel (which
     stays 0: a cancelled request leaves at the next decode step)."""
 
-    def __init__(self, model_name: str, engine: CausalLMEngine):
+    def __init__(self, model_name: str, engine: Engine):
         self.engine = engine
         counter = pb_utils.MetricFamily.COUNTER
         labels = {"model": model_name}

@@ -6,7 +6,10 @@ and sub-requests in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -16,6 +19,34 @@ from ..kernel.account import Account
 LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1800.0]
 COUNT_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 TOKEN_BUCKETS = [16, 64, 256, 1024, 4096, 16384, 65536]
+# metrics are written at most this often (see Throttled)
+WRITE_INTERVAL_S = 0.25
+
+
+class Throttled:
+    """Runs ``write`` on the event loop at most once per ``WRITE_INTERVAL_S``, shortly after
+    it was asked for. On Triton 2.51 every metric update is a blocking round trip to the
+    server that holds the GIL while it waits for the stub's message lock: done for every
+    request or sub-request, such updates cost the BLS path a round trip each, and once
+    per streamed sub-request they took part in a deadlock of the whole server."""
+
+    def __init__(self, write: Callable[[], None]):
+        self.write = write
+        self._due: asyncio.TimerHandle | None = None
+
+    def __call__(self, *_: Any) -> None:
+        if self._due is None:
+            self._due = asyncio.get_running_loop().call_later(WRITE_INTERVAL_S, self._run)
+
+    def _run(self) -> None:
+        self._due = None
+        self.write()
+
+    def cancel(self) -> None:
+        """For ``finalize``: no write after the metrics are released."""
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
 
 
 def release(metrics: dict, families: dict) -> None:
@@ -73,6 +104,8 @@ class ScaffoldingMetrics:
             "scaffolding_sub_requests_in_flight", "Sub-requests waiting on a model or server", gauge
         )
         self._metrics: dict = {}
+        self._counts: Counter = Counter()  # (family, labels) -> amount not yet written
+        self._observed: list[tuple[Any, list, str, float]] = []  # histogram values not yet written
 
     def close(self) -> None:
         families = {
@@ -95,17 +128,27 @@ class ScaffoldingMetrics:
     def request_done(
         self, method: str, status: str, account: Account | None, seconds: float
     ) -> None:
-        self._metric(self.requests, method=method, status=status).increment(1)
-        self._metric(self.latency, LATENCY_BUCKETS, method=method).observe(seconds)
+        """Count a finished request; written with the next ``flush``."""
+        self._counts[(self.requests, (("method", method), ("status", status)))] += 1
+        self._observed.append((self.latency, LATENCY_BUCKETS, method, seconds))
         if status != "ok":
-            self._metric(self.errors, reason=status).increment(1)
+            self._counts[(self.errors, (("reason", status),))] += 1
         if account is not None:
-            self._metric(self.sub_requests, method=method).increment(account.total_sub_requests)
-            self._metric(self.output_tokens, method=method).increment(account.output_tokens)
-            self._metric(self.fan_out, COUNT_BUCKETS, method=method).observe(
-                account.total_sub_requests
-            )
-            self._metric(self.tokens, TOKEN_BUCKETS, method=method).observe(account.output_tokens)
+            labels = (("method", method),)
+            self._counts[(self.sub_requests, labels)] += account.total_sub_requests
+            self._counts[(self.output_tokens, labels)] += account.output_tokens
+            self._observed.append((self.fan_out, COUNT_BUCKETS, method, account.total_sub_requests))
+            self._observed.append((self.tokens, TOKEN_BUCKETS, method, account.output_tokens))
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush: one update per counter, one per
+        histogram observation."""
+        counts, self._counts = self._counts, Counter()
+        observed, self._observed = self._observed, []
+        for (family, labels), amount in counts.items():
+            self._metric(family, **dict(labels)).increment(amount)
+        for family, buckets, method, value in observed:
+            self._metric(family, buckets, method=method).observe(value)
 
     def set_in_flight(self, requests: int, sub_requests: int) -> None:
         self._metric(self.in_flight).set(requests)

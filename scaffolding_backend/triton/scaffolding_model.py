@@ -31,10 +31,7 @@ from ..workers.generation import (
 from ..workers.sandbox_bls import BLSSandboxWorker
 from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor, release_retired
 from . import io
-from .metrics import ScaffoldingMetrics
-
-CANCEL_POLL_S = 0.05
-GAUGE_INTERVAL_S = 0.25  # the in-flight gauges are refreshed at most this often
+from .metrics import ScaffoldingMetrics, Throttled
 
 
 def error_code(failure: RequestFailed) -> int:
@@ -65,9 +62,9 @@ class ScaffoldingModel:
             raise pb_utils.TritonModelException(f"{self.name}: {error}") from None
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
         self.metrics = ScaffoldingMetrics(self.name)
-        self._gauge_update: asyncio.TimerHandle | None = None
+        self.write_metrics = Throttled(self._write_metrics)
         self.active = 0  # requests this instance is serving
-        self.slots = SubRequestSlots(self.config.sub_request_slots, on_change=self._gauges)
+        self.slots = SubRequestSlots(self.config.sub_request_slots, on_change=self.write_metrics)
         pb_utils.Logger.log_info(f"{self.name}: decoupled={self.decoupled} {self.config}")
 
     async def execute(self, requests: list[Any]) -> list[Any] | None:
@@ -93,38 +90,30 @@ class ScaffoldingModel:
             return io.unexpected_error(self.name)
 
     def finalize(self) -> None:
+        self.write_metrics.cancel()
         self.metrics.close()
         release_retired()
 
-    def _gauges(self, _sub_requests: int = 0) -> None:
-        """Refresh the in-flight gauges, at most once per GAUGE_INTERVAL_S. A metric update
-        is a blocking round trip to the server that holds the GIL while it waits for the
-        stub's message lock; once per sub-request (thousands a second with DeepConf's
-        streamed traces), it took part in a deadlock of the whole server."""
-        if self._gauge_update is None:
-            self._gauge_update = asyncio.get_running_loop().call_later(
-                GAUGE_INTERVAL_S, self._update_gauges
-            )
-
-    def _update_gauges(self) -> None:
-        self._gauge_update = None
+    def _write_metrics(self) -> None:
         self.metrics.set_in_flight(self.active, self.slots.in_flight)
+        self.metrics.flush()
 
     async def _serve(self, request: Any, sender: Any) -> Any:
         if self.active >= self.config.max_concurrent_requests:
             self.metrics.request_done("none", "busy", None, 0.0)
+            self.write_metrics()
             message = (
                 f"busy: {self.active} requests in flight in this instance "
                 f"(max_concurrent_requests={self.config.max_concurrent_requests}); retry later"
             )
             return io.error_response(RuntimeError(message), pb_utils.TritonError.UNAVAILABLE)
         self.active += 1
-        self._gauges()
+        self.write_metrics()
         try:
             return await self._admitted(request, sender)
         finally:
             self.active -= 1
-            self._gauges()
+            self.write_metrics()
 
     async def _admitted(self, request: Any, sender: Any) -> Any:
         started = time.perf_counter()
@@ -202,7 +191,7 @@ class ScaffoldingModel:
                 client_left.set()
                 run.cancel()
                 return
-            await asyncio.sleep(CANCEL_POLL_S)
+            await asyncio.sleep(io.CANCEL_POLL_S)
 
     def _failure_message(self, failure: RequestFailed) -> str:
         account = failure.account.to_json()

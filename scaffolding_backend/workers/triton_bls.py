@@ -98,6 +98,21 @@ class DecoupledResponses:
                 self.retire()
             return response
 
+    def first(self) -> Any | None:
+        """The first response, read on the caller's thread: it never blocks, because
+        ``async_exec`` hands over the iterator once the first response has arrived, and the
+        iterator holds it from the start (python_backend ``pb_response_iterator.cc``,
+        release r24.10). One executor hop less per sub-request."""
+        return self.next_or_none()
+
+    def ended(self) -> None:
+        """The last response was read (the caller knows it from the contract): the iterator
+        has ended and cleaned up, and there is nothing left to read."""
+        with self._lock:
+            if not self._ended:
+                self._ended = True
+                self.retire()
+
     def retire(self) -> None:
         """Keep the finished iterator alive a few seconds longer. Its last response makes the
         Triton 2.51 stub schedule a clean-up in which a C++ thread drops the stub's own
@@ -187,18 +202,20 @@ class BLSGenerationWorker:
         collected: list[dict[str, np.ndarray]] = []
         loop = asyncio.get_running_loop()
         try:
-            while True:
-                # the iterator blocks until the next response: wait in the executor, not on the loop
-                response = await loop.run_in_executor(None, responses.next_or_none)
-                if response is None:
-                    return collected
+            response = responses.first()
+            while response is not None:
                 outputs = _outputs(response, self.model)
-                if not outputs:
-                    continue
-                collected.append(outputs)
-                chunk = self.contract.chunk(outputs) if streamed else None
-                if chunk is not None and task.on_chunk is not None and task.on_chunk(task, *chunk):
-                    task.request_stop()
+                if outputs:
+                    collected.append(outputs)
+                    chunk = self.contract.chunk(outputs) if streamed else None
+                    if chunk is not None and task.on_chunk and task.on_chunk(task, *chunk):
+                        task.request_stop()
+                    if self.contract.is_last(outputs):
+                        responses.ended()
+                        return collected
+                # a later read blocks until the next response: wait in the executor
+                response = await loop.run_in_executor(None, responses.next_or_none)
+            return collected
         except BaseException:  # cancelled, or an error response: read the rest elsewhere
             self._abandon(responses, request_id)
             raise

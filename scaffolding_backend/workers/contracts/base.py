@@ -112,6 +112,12 @@ class TritonContract:
         is not a chunk of new tokens (a final one, or a contract that does not stream deltas)."""
         return None
 
+    def is_last(self, outputs: Outputs) -> bool:
+        """Whether the target sends this response with the final flag, so nothing follows
+        it and the worker can stop reading without another wait. False where the contract
+        cannot tell: the worker then reads until the target says it is done."""
+        return False
+
     def streams_for(self, task: GenerationTask) -> bool:
         """Whether to ask the target to stream this task: when configured, or when the task
         wants its chunks (``on_chunk``) and the target can stream."""

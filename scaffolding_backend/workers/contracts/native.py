@@ -1,6 +1,6 @@
 """This project's ``generator`` model (``model_repository/generator/config.pbtxt``):
 TensorRT-LLM's input names, plus the outputs TensorRT-LLM lacks: ``finish_reason``
-and the token counts. Not decoupled."""
+and the token counts. Decoupled: one response, or one per token and a last one."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .base import (
     strings,
     text_of,
 )
-from .tensorrt_llm import log_probs_of, sampling_inputs
+from .tensorrt_llm import log_probs_of
 
 
 class NativeContract(TritonContract):
@@ -38,27 +38,29 @@ class NativeContract(TritonContract):
         )
 
     def request(self, task: GenerationTask) -> TritonRequest:
+        # optional inputs go only where they differ from the model's defaults: every tensor
+        # costs shared memory and copies in both stubs and in the server, per sub-request
         inputs = {
             "text_input": scalar(task.prompt, np.object_),
             "max_tokens": scalar(task.max_tokens, np.int32),
-            **sampling_inputs(task),
-            "return_log_probs": scalar(task.return_log_probs, np.bool_),
+            "temperature": scalar(task.temperature, np.float32),  # 0: greedy
             "exclude_input_in_output": scalar(True, np.bool_),
-            "stream": scalar(self.streams_for(task), np.bool_),
         }
+        if task.top_p != 1.0:
+            inputs["top_p"] = scalar(task.top_p, np.float32)
+        if task.top_k:
+            inputs["top_k"] = scalar(task.top_k, np.int32)
+        if task.return_log_probs:
+            inputs["return_log_probs"] = scalar(True, np.bool_)
+        if self.streams_for(task):
+            inputs["stream"] = scalar(True, np.bool_)
         if task.seed is not None:
             inputs["seed"] = scalar(task.seed, np.uint64)
         if task.stop_words:
             inputs["stop_words"] = strings(task.stop_words)
-        outputs = [
-            "text_output",
-            "cum_log_probs",
-            "num_input_tokens",
-            "num_output_tokens",
-            "finish_reason",
-        ]
+        outputs = ["text_output", "num_input_tokens", "num_output_tokens", "finish_reason"]
         if task.return_log_probs:
-            outputs.append("output_log_probs")
+            outputs += ["output_log_probs", "cum_log_probs"]
         return TritonRequest(inputs, tuple(outputs))
 
     def reply(self, task: GenerationTask, responses: Sequence[Outputs]) -> EngineReply:
@@ -85,6 +87,11 @@ class NativeContract(TritonContract):
         if "finish_reason" in outputs:  # the final response: counts, no new text
             return None
         return text_of(outputs.get("text_output")), log_probs_of(outputs) or []
+
+    def is_last(self, outputs: Outputs) -> bool:
+        # the generator sends its finish reason only in the response it ends the request with
+        # (io.send_final)
+        return "finish_reason" in outputs
 
     def stop_request(self) -> TritonRequest:
         inputs = {
