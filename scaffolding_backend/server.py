@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .sandbox import SandboxUnavailable
 from .service.config import ConfigError, GeneratorConfig, SandboxConfig
-from .supervisor import Supervisor
+from .supervisor import Supervisor, stub_processes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
@@ -138,6 +138,7 @@ class TritonServer:
         grpc_port: int | None = None,
         metrics_port: int | None = None,
         generator_dir: str | None = None,
+        generator_overrides: dict[str, object] | None = None,
         log_file: Path | str | None = None,
         extra_args: list[str] | None = None,
         startup_timeout_s: float = 300.0,
@@ -150,6 +151,8 @@ class TritonServer:
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.generator_dir = generator_dir
+        # GeneratorConfig settings for the generator model (e.g. {"engine": "echo"})
+        self.generator_overrides = generator_overrides or {}
         self.log_file = Path(log_file) if log_file else None
         self.extra_args = extra_args or []
         self.startup_timeout_s = startup_timeout_s
@@ -251,9 +254,11 @@ class TritonServer:
             raise ServerError(f"model repository {self.model_repository} does not exist")
         install = find_tritonserver()
         env = {**os.environ, **install.env, **self.env}
-        if self.generator_dir:
+        if self.generator_dir or self.generator_overrides:
             overrides = json.loads(env.get(GeneratorConfig.overrides_env) or "{}")
-            overrides["model_dir"] = str(Path(self.generator_dir).resolve())
+            overrides.update(self.generator_overrides)
+            if self.generator_dir:
+                overrides["model_dir"] = str(Path(self.generator_dir).resolve())
             env[GeneratorConfig.overrides_env] = json.dumps(overrides)
         self._check_sandbox(env)
         log = contextlib.nullcontext(subprocess.DEVNULL)
@@ -299,6 +304,20 @@ class TritonServer:
                 pass
             time.sleep(0.5)
         raise ServerError(f"tritonserver was not ready within {self.startup_timeout_s:.0f} s")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user and system) the server process and each model's stubs have spent."""
+        assert self.process is not None, "the server is not running"
+        processes = [(self.process.pid, "tritonserver"), *stub_processes(self.process.pid)]
+        spent: dict[str, float] = {}
+        for pid, name in processes:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone in the meantime
+            ticks = int(fields[11]) + int(fields[12])  # utime and stime, in clock ticks
+            spent[name] = spent.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+        return spent
 
     def restart(self) -> None:
         """Stop the server and start it again on the same ports (every connection ends)."""

@@ -27,8 +27,6 @@ from .generation import (
     TokenCallback,
 )
 
-DEFAULT_COMPLETION = "Sam has 2 + 3 = 5 coins. The answer is \\boxed{5}."
-
 
 def _words(text: str) -> list[str]:
     """The completion's "tokens": each word with the whitespace before it."""
@@ -46,7 +44,7 @@ class _EchoGeneration(Generation):
 
 
 class EchoEngine:
-    def __init__(self, completion: str = DEFAULT_COMPLETION, delay_s: float = 0.0):
+    def __init__(self, completion: str, delay_s: float = 0.0):
         self.words = _words(completion)
         self.delay_s = delay_s
         self.max_context: int | None = None

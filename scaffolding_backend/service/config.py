@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ..engines.echo import DEFAULT_COMPLETION as DEFAULT_ECHO_COMPLETION
 from ..kernel.params import Caps
 from ..kernel.prompts import DEFAULT_STEP_DELIMITER, DEFAULT_TEMPLATE, PromptFormat
 from ..sandbox import Isolation, Sandbox
@@ -295,7 +294,7 @@ class GeneratorConfig(TorchModelConfig):
     # what Triton, BLS and this project's code cost on their own
     engine: str = "causal_lm"
     echo_delay_s: float = 0.0
-    echo_completion: str = DEFAULT_ECHO_COMPLETION
+    echo_completion: str = "Sam has 2 + 3 = 5 coins. The answer is \\boxed{5}."
 
     def validate(self) -> None:
         super().validate()

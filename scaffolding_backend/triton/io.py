@@ -18,11 +18,6 @@ import triton_python_backend_utils as pb_utils
 from ..kernel.params import INVALID_INPUT, InvalidParameter
 from ..service.batching import run_isolated
 
-# how often a model asks whether a request's client has left: each ask (is_cancelled) is a
-# round trip to the server, and polling 64 requests at 20 Hz each slowed a stub's intake of
-# new requests and stops
-CANCEL_POLL_S = 0.2
-
 
 def log_reference() -> str:
     """A short id that ties a client's error message to the server log's details."""

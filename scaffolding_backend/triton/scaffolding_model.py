@@ -33,6 +33,11 @@ from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor, release_r
 from . import io
 from .metrics import ScaffoldingMetrics, Throttled
 
+# a client that leaves stops the sub-requests of its request within this: one round trip to the
+# server per request and poll, which the sub-requests it saves are worth (at 0.2 s, a cancelled
+# vote let a fifth more of its samples finish)
+CLIENT_POLL_S = 0.05
+
 
 def error_code(failure: RequestFailed) -> int:
     """The Triton error code a failed request gets (pb_utils' codes exist only once the
@@ -191,7 +196,7 @@ class ScaffoldingModel:
                 client_left.set()
                 run.cancel()
                 return
-            await asyncio.sleep(io.CANCEL_POLL_S)
+            await asyncio.sleep(CLIENT_POLL_S)
 
     def _failure_message(self, failure: RequestFailed) -> str:
         account = failure.account.to_json()
