@@ -2,6 +2,7 @@
 in perf/, sends a few requests to every served model and sees only successful ones."""
 
 import csv
+import json
 import subprocess
 
 import pytest
@@ -98,3 +99,23 @@ def test_perf_analyzer_loads_model(
     if "stream" in input_file:
         # a progress event per finished sample before the final response
         assert float(row["Response Throughput"]) > float(row["Inferences/Second"]), row
+
+
+def test_the_bls_benchmark_measures_both_paths_over_the_echo_engine(perf_analyzer, tmp_path):
+    """``scaffolding-bench bls`` starts a server whose generator serves the echo engine and
+    measures scaffolding's sub-requests against direct requests (one short pair)."""
+    from client.bls import main as bls_main
+
+    report = tmp_path / "bls.json"
+    assert bls_main(["--pairs", "1", "--window-ms", "1000", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    [pair] = result["pairs"]
+    through_bls, direct = pair["scaffolding"], pair["generator"]
+    assert through_bls["generations_per_s"] == pytest.approx(8 * through_bls["requests_per_s"])
+    assert direct["generations_per_s"] == direct["requests_per_s"] > 0
+    assert result["ratios"] == [
+        round(through_bls["generations_per_s"] / direct["generations_per_s"], 3)
+    ]
+    # CPU per generation, read from /proc for the server it started
+    assert {"tritonserver", "scaffolding", "generator"} <= set(through_bls["cpu_ms_per_generation"])
+    assert {"tritonserver", "generator"} <= set(direct["cpu_ms_per_generation"])

@@ -1,0 +1,152 @@
+"""``scaffolding-bench bls``: what the BLS path costs, with an engine that computes nothing.
+
+The generator serves the echo engine (its setting ``engine: "echo"``): every request gets
+the same completion after ``--delay-s``, so a request costs only Triton, the Python backend
+and this project's code. perf_analyzer (``scripts/perf_analyzer.sh``) then drives, one after
+the other and ``--pairs`` times:
+
+* ``scaffolding`` running ``majority_vote`` with 8 samples at concurrency 16: 128 generator
+  sub-requests in flight, sent over BLS;
+* the ``generator`` at concurrency 128: as many requests in flight, sent by perf_analyzer's
+  gRPC clients.
+
+The ratio is scaffolding's sub-requests per second over the generator's requests per second.
+For a server it starts, it also reads from /proc the CPU time each process spent, per
+generation: where the BLS path's cost goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from scaffolding_backend.server import REPO_ROOT
+
+from .benchmark import Serving, serving
+
+PERF_ANALYZER = REPO_ROOT / "scripts" / "perf_analyzer.sh"
+PERF = REPO_ROOT / "perf"
+SAMPLES = 8  # perf/scaffolding_majority_vote_8.json
+SUMMARY = re.compile(r"Concurrency: (\d+), throughput: ([0-9.]+) infer/sec, latency (\d+) usec")
+
+
+@dataclass
+class Run:
+    model: str
+    concurrency: int
+    requests_per_s: float
+    generations_per_s: float
+    latency_ms: float
+    cpu_ms_per_generation: dict[str, float] = field(default_factory=dict)
+
+
+def perf_analyzer(target: Serving, model: str, input_file: str, concurrency: int, window_ms: int):
+    """One perf_analyzer measurement: (requests/s, average latency in ms)."""
+    command = [
+        "bash", str(PERF_ANALYZER), "-m", model, "-i", "grpc", "--streaming",
+        "-u", target.grpc_url, "--input-data", str(PERF / input_file),
+        "--concurrency-range", str(concurrency), "-p", str(window_ms), "-s", "30",
+    ]  # fmt: skip
+    for name, value in target.admin_grpc_headers.items():
+        command += ["-H", f"{name}:{value}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    found = SUMMARY.search(result.stdout)
+    if result.returncode != 0 or found is None:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise RuntimeError(f"perf_analyzer failed on {model} (exit {result.returncode}):\n{tail}")
+    return float(found.group(2)), int(found.group(3)) / 1000
+
+
+def measure(
+    target: Serving, model: str, input_file: str, concurrency: int, fan_out: int, window_ms: int
+) -> Run:
+    before = target.cpu_seconds() if target.cpu_seconds else {}
+    started = time.monotonic()
+    requests_per_s, latency_ms = perf_analyzer(target, model, input_file, concurrency, window_ms)
+    elapsed = time.monotonic() - started
+    run = Run(model, concurrency, requests_per_s, requests_per_s * fan_out, latency_ms)
+    if target.cpu_seconds:
+        # perf_analyzer keeps its load on for the whole run: the generations of the run are
+        # about its rate times its duration
+        generations = run.generations_per_s * elapsed
+        after = target.cpu_seconds()
+        for name, seconds in after.items():
+            spent = seconds - before.get(name, seconds)
+            if spent > 0.05:
+                run.cpu_ms_per_generation[name] = round(1000 * spent / generations, 3)
+    return run
+
+
+def main(argv: list[str]) -> int:
+    from .benchmark import add_common_arguments
+
+    parser = argparse.ArgumentParser(prog="scaffolding-bench bls", description=__doc__)
+    add_common_arguments(parser)
+    parser.add_argument("--pairs", type=int, default=3, help="scaffolding/generator pairs (3)")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="the echo engine's delay (0)")
+    parser.add_argument(
+        "--window-ms", type=int, default=4000, help="perf_analyzer's measurement window (4000)"
+    )
+    args = parser.parse_args(argv)
+    echo: dict[str, object] = {"engine": "echo", "echo_delay_s": args.delay_s}
+    pairs: list[tuple[Run, Run]] = []
+    with serving(args, generator_overrides=echo) as target:
+        if args.grpc_url:
+            print(
+                "note: measuring a running server; its generator must serve the echo engine "
+                f"(SCAFFOLDING_GENERATOR_OVERRIDES='{json.dumps(echo)}')",
+                file=sys.stderr,
+            )
+        for index in range(args.pairs):
+            print(f"  pair {index + 1}/{args.pairs} ...", file=sys.stderr, flush=True)
+            through_bls = measure(
+                target, "scaffolding", "scaffolding_majority_vote_8.json", 16, SAMPLES,
+                args.window_ms,
+            )  # fmt: skip
+            direct = measure(target, "generator", "generator.json", 128, 1, args.window_ms)
+            pairs.append((through_bls, direct))
+    ratios = [bls.generations_per_s / direct.generations_per_s for bls, direct in pairs]
+    result = {
+        "delay_s": args.delay_s,
+        "pairs": [{"scaffolding": asdict(one), "generator": asdict(two)} for one, two in pairs],
+        "ratios": [round(ratio, 3) for ratio in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
+    }
+    print_table(pairs, ratios, args.delay_s)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def print_table(pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: float) -> None:
+    table = Table(
+        title=f"BLS path, echo engine (delay {delay_s} s), 128 generations in flight: "
+        "scaffolding's sub-requests/s ÷ the generator's requests/s; CPU ms per generation"
+    )
+    processes = {"tritonserver": "server", "scaffolding": "scaffolding", "generator": "generator"}
+    for column in ("pair", "path", "req/s", "gen/s", "ms", *processes.values(), "ratio"):
+        table.add_column(column, justify="right")
+    for index, ((bls, direct), ratio) in enumerate(zip(pairs, ratios), start=1):
+        for run in (bls, direct):
+            cpu = [run.cpu_ms_per_generation.get(name) for name in processes]
+            table.add_row(
+                str(index) if run is bls else "",
+                "BLS" if run is bls else "direct",
+                f"{run.requests_per_s:.1f}",
+                f"{run.generations_per_s:.0f}",
+                f"{run.latency_ms:.0f}",
+                *("" if ms is None else f"{ms:.2f}" for ms in cpu),
+                f"{ratio:.2f}" if run is direct else "",
+            )
+    table.add_row("median", *[""] * (4 + len(processes)), f"{statistics.median(ratios):.2f}")
+    Console().print(table)
