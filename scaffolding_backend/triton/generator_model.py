@@ -39,6 +39,7 @@ from .metrics import Throttled, release
 # a client that leaves is noticed within this; every check is a round trip to the server, and
 # polling 64 requests at 20 Hz each slowed the stub's intake of new requests and stops
 CANCEL_POLL_S = 0.2
+ENGINE_METRICS_S = 0.05  # at most 20 writes of the five counters a second, not one per request
 STOP_MEMORY_S = 60.0  # how long a stop waits for a request it overtook
 STOP_MEMORY_SIZE = 4096
 
@@ -66,7 +67,8 @@ class GeneratorModel:
         self.running: dict[str, list[Generation]] = {}  # by request id, for stop requests
         self.stopped_early: OrderedDict[str, float] = OrderedDict()  # stops before their request
         self.metrics = EngineMetrics(args["model_name"], self.engine)
-        self.write_metrics = Throttled(self.metrics.update)
+        # the engine's counters lag by at most this: a cancel test reads them at the cancel
+        self.write_metrics = Throttled(self.metrics.update, interval_s=ENGINE_METRICS_S)
         pb_utils.Logger.log_info(f"{args['model_name']}: serving {serving} ({self.config})")
 
     def _engine(self, model_repository: str) -> tuple[Engine, str]:

@@ -24,19 +24,20 @@ WRITE_INTERVAL_S = 0.25
 
 
 class Throttled:
-    """Runs ``write`` on the event loop at most once per ``WRITE_INTERVAL_S``, shortly after
-    it was asked for. On Triton 2.51 every metric update is a blocking round trip to the
+    """Runs ``write`` on the event loop at most once per ``interval_s``, that long after it
+    was asked for. On Triton 2.51 every metric update is a blocking round trip to the
     server that holds the GIL while it waits for the stub's message lock: done for every
     request or sub-request, such updates cost the BLS path a round trip each, and once
     per streamed sub-request they took part in a deadlock of the whole server."""
 
-    def __init__(self, write: Callable[[], None]):
+    def __init__(self, write: Callable[[], None], interval_s: float = WRITE_INTERVAL_S):
         self.write = write
+        self.interval_s = interval_s
         self._due: asyncio.TimerHandle | None = None
 
     def __call__(self, *_: Any) -> None:
         if self._due is None:
-            self._due = asyncio.get_running_loop().call_later(WRITE_INTERVAL_S, self._run)
+            self._due = asyncio.get_running_loop().call_later(self.interval_s, self._run)
 
     def _run(self) -> None:
         self._due = None

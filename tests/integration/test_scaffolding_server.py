@@ -274,19 +274,27 @@ def test_prometheus_metrics_count_requests_and_sub_requests(triton):
 
     with ScaffoldingClient(triton.http_url, "http") as client:
         client.ask(QUESTION, "majority_vote", {"samples": 2, "max_tokens": 16})
-    with urllib.request.urlopen(
-        f"http://localhost:{triton.metrics_port}/metrics", timeout=10
-    ) as reply:
-        metrics = reply.read().decode()
-    requests = [
-        line for line in metrics.splitlines() if line.startswith("scaffolding_requests_total{")
-    ]
-    assert any(
-        'method="majority_vote"' in line
-        and 'status="ok"' in line
-        and 'model="scaffolding_unary"' in line
-        for line in requests
-    )
+
+    def counted(metrics: str) -> bool:
+        return any(
+            line.startswith("scaffolding_requests_total{")
+            and 'method="majority_vote"' in line
+            and 'status="ok"' in line
+            and 'model="scaffolding_unary"' in line
+            for line in metrics.splitlines()
+        )
+
+    # the models write their metrics at most every 0.25 s (metrics.Throttled)
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(
+            f"http://localhost:{triton.metrics_port}/metrics", timeout=10
+        ) as reply:
+            metrics = reply.read().decode()
+        if counted(metrics) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert counted(metrics)
     assert any(line.startswith("scaffolding_sub_requests_total{") for line in metrics.splitlines())
 
 
