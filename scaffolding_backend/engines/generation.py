@@ -6,6 +6,8 @@ engine) does not import it."""
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -95,3 +97,45 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StopsByRequestId:
+    """The generations of running requests, by the request id a stop request names (as
+    TensorRT-LLM's ``stop`` input does). Several running requests may share an id (clients
+    choose ids): a stop ends all of them, and one that finishes leaves the others
+    stoppable. A stop that overtook its request (both were sent, the stop arrived first)
+    is kept ``memory_s`` seconds for it, at most ``memory_size`` of them."""
+
+    def __init__(self, memory_s: float = 60.0, memory_size: int = 4096):
+        self.memory_s = memory_s
+        self.memory_size = memory_size
+        self._running: dict[str, list[list[Generation]]] = {}
+        self._early: OrderedDict[str, float] = OrderedDict()  # id -> when its stop came
+
+    def started(self, request_id: str, generations: list[Generation]) -> None:
+        self._running.setdefault(request_id, []).append(generations)
+        if self._early.pop(request_id, None) is not None:
+            for generation in generations:
+                generation.cancel()
+
+    def finished(self, request_id: str, generations: list[Generation]) -> None:
+        groups = self._running.get(request_id, [])
+        if generations in groups:
+            groups.remove(generations)
+        if not groups:
+            self._running.pop(request_id, None)
+
+    def stop(self, request_id: str) -> None:
+        groups = self._running.get(request_id)
+        if groups:
+            for generations in groups:
+                for generation in generations:
+                    generation.cancel()
+            return
+        now = time.monotonic()
+        self._early[request_id] = now
+        self._early.move_to_end(request_id)
+        while len(self._early) > self.memory_size or (
+            self._early and next(iter(self._early.values())) < now - self.memory_s
+        ):
+            self._early.popitem(last=False)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +22,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ..engines.echo import EchoEngine
-from ..engines.generation import Engine, Generation, GenerationRequest, GenerationResult
+from ..engines.generation import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    StopsByRequestId,
+)
 from ..kernel.params import InvalidParameter
 from ..service.config import (
     ConfigError,
@@ -40,8 +43,6 @@ from .metrics import Throttled, release
 # polling 64 requests at 20 Hz each slowed the stub's intake of new requests and stops
 CANCEL_POLL_S = 0.2
 ENGINE_METRICS_S = 0.05  # at most 20 writes of the five counters a second, not one per request
-STOP_MEMORY_S = 60.0  # how long a stop waits for a request it overtook
-STOP_MEMORY_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,7 @@ class GeneratorModel:
             self.engine, serving = self._engine(args["model_repository"])
         except ConfigError as error:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {error}") from None
-        self.running: dict[str, list[Generation]] = {}  # by request id, for stop requests
-        self.stopped_early: OrderedDict[str, float] = OrderedDict()  # stops before their request
+        self.stops = StopsByRequestId()
         self.metrics = EngineMetrics(args["model_name"], self.engine)
         # the engine's counters lag by at most this: a cancel test reads them at the cancel
         self.write_metrics = Throttled(self.metrics.update, interval_s=ENGINE_METRICS_S)
@@ -164,7 +164,7 @@ class GeneratorModel:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         arrays = io.input_arrays(request)
         if self._number(arrays, "stop", bool, False):  # a stop request: end the running one
-            self._stop(request.request_id())
+            self.stops.stop(request.request_id())
             sender.send(pb_utils.InferenceResponse(output_tensors=[]), flags=final)
             return
         try:
@@ -189,10 +189,7 @@ class GeneratorModel:
         ]
         request_id = request.request_id()
         if request_id:
-            self.running[request_id] = generations
-            if self.stopped_early.pop(request_id, None) is not None:
-                for generation in generations:
-                    generation.cancel()
+            self.stops.started(request_id, generations)
         finished = asyncio.gather(*results_due)
         checked = loop.time()
         try:
@@ -214,7 +211,7 @@ class GeneratorModel:
             results = finished.result()
         finally:
             if request_id:
-                self.running.pop(request_id, None)
+                self.stops.finished(request_id, generations)
         self.write_metrics()
         failed = [result.error for result in results if result.finish_reason == "error"]
         if failed:
@@ -225,22 +222,6 @@ class GeneratorModel:
             return
         final_outputs = self._final_outputs(rows, results, options)
         io.send_final(request, sender, io.response(request, final_outputs))
-
-    def _stop(self, request_id: str) -> None:
-        """End the generations of the running request ``request_id``; a stop that overtook
-        its request (both were sent, the stop arrived first) is kept a while for it."""
-        running = self.running.get(request_id)
-        if running is not None:
-            for generation in running:
-                generation.cancel()
-            return
-        if request_id:
-            self.stopped_early[request_id] = time.monotonic()
-            expired = time.monotonic() - STOP_MEMORY_S
-            while len(self.stopped_early) > STOP_MEMORY_SIZE or (
-                self.stopped_early and next(iter(self.stopped_early.values())) < expired
-            ):
-                self.stopped_early.popitem(last=False)
 
     @staticmethod
     def _token_outputs(text: str, log_prob: float, options: Options) -> list[Any]:
