@@ -224,6 +224,27 @@ class TritonServer:
         )
         return [f"--load-model={model}" for model in models]
 
+    def _check_ports_free(self) -> None:
+        """Refuse ports another process listens on. Otherwise the readiness check could
+        reach that server (an earlier one still shutting down, say) and call this one ready
+        while it fails to bind and exits."""
+        for name, port in (
+            ("--http-port", self.http_port),
+            ("--grpc-port", self.grpc_port),
+            ("--metrics-port", self.metrics_port),
+        ):
+            with socket.socket() as probe:
+                # as the servers bind: a port in TIME_WAIT from a stopped server is free
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.address, port))
+                except OSError as error:
+                    raise ServerError(
+                        f"{name} {port} on {self.address} is not free ({error.strerror}): "
+                        "another server (or one still shutting down) listens there; stop it "
+                        "or choose another port"
+                    ) from None
+
     def _check_sandbox(self, env: dict[str, str]) -> None:
         """The ``sandbox`` model refuses to load where its isolation does not work, and
         --exit-on-error would take the whole server down with it: check first, and leave
@@ -260,6 +281,7 @@ class TritonServer:
             if self.generator_dir:
                 overrides["model_dir"] = str(Path(self.generator_dir).resolve())
             env[GeneratorConfig.overrides_env] = json.dumps(overrides)
+        self._check_ports_free()
         self._check_sandbox(env)
         log = contextlib.nullcontext(subprocess.DEVNULL)
         # the child keeps its own copy of the descriptor

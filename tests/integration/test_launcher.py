@@ -161,3 +161,20 @@ def test_admin_apis_need_the_key_and_inference_does_not(triton):
         assert client.is_server_ready() and client.get_model_metadata("scaffolding_unary")
     with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=10) as reply:
         assert reply.status == 200
+
+
+def test_a_port_another_process_listens_on_is_refused_before_starting():
+    """Otherwise the readiness check could reach the other server (an earlier one still
+    shutting down) and call this one ready while it fails to bind."""
+    import socket
+
+    from scaffolding_backend.server import ServerError, TritonServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = TritonServer(grpc_port=port)
+        with pytest.raises(ServerError, match=f"--grpc-port {port} on 127.0.0.1 is not free"):
+            server.start()
+        assert server.process is None  # nothing was started
