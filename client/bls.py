@@ -124,6 +124,7 @@ def main(argv: list[str]) -> int:
     }
     print_table(pairs, ratios, args.delay_s)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
 
@@ -149,4 +150,5 @@ def print_table(pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: floa
                 f"{ratio:.2f}" if run is direct else "",
             )
     table.add_row("median", *[""] * (4 + len(processes)), f"{statistics.median(ratios):.2f}")
-    Console().print(table)
+    # rich folds a table to 80 columns when stdout is not a terminal; a file gets it whole
+    Console(width=None if sys.stdout.isatty() else 160).print(table)

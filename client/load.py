@@ -646,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             "levels": rows,
             "stopped": stopped,
         }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.plot:
         plot(rows, args.plot)
