@@ -23,6 +23,8 @@ CASES = [
     ("scaffolding_unary", "http", "scaffolding_best_of_n_4.json", []),
     ("scaffolding_unary", "http", "scaffolding_beam_search_4.json", []),
     ("generator", "grpc", "generator.json", ["--streaming"]),
+    ("program_generator", "grpc", "generator.json", ["--streaming"]),
+    ("sandbox", "grpc", "sandbox.json", ["--streaming"]),
     ("reward", "http", "reward.json", []),
     ("reward_orm", "http", "reward.json", []),
 ]
@@ -62,6 +64,8 @@ def admin_header_options(triton, protocol: str) -> list[str]:
 def test_perf_analyzer_loads_model(
     perf_analyzer, triton, tmp_path, model, protocol, input_file, extra
 ):
+    if model in triton.not_loaded:
+        pytest.skip(f"{model} is not loaded here: {triton.not_loaded[model]}")
     report = tmp_path / "report.csv"
     command = [
         *perf_analyzer,
