@@ -39,9 +39,10 @@ from scaffolding_backend.reasoning import extract_answer, tally
 
 from .api import ScaffoldingClient
 
+# the first test question: the shipped models know numbers up to about 30
 QUESTION = (
-    "Tom has 23 apples and buys 48 more. Then he gives away 17 apples. "
-    "How many apples does Tom have now?"
+    "Yuki starts with 23 buttons. She loses 13 buttons. She uses 6 buttons. "
+    "How many buttons does Yuki have now?"
 )
 DEFAULT_MAX_TOKENS = 128
 DEFAULT_TEMPERATURE = 0.8

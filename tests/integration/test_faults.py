@@ -11,7 +11,7 @@ import pytest
 
 from client.api import ScaffoldingClient, ScaffoldingError
 
-QUESTION = "Tom has 23 apples and buys 48 more. How many apples does Tom have now?"
+QUESTION = "Tom has 13 apples and buys 8 more. How many apples does Tom have now?"
 MODEL = "scaffolding_faulty_reward"
 
 

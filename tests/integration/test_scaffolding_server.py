@@ -18,7 +18,7 @@ from client.api import ScaffoldingClient, ScaffoldingError
 from .engines import stream_responses
 
 pytestmark = pytest.mark.integration
-QUESTION = "Tom has 23 apples and buys 48 more. How many apples does Tom have now?"
+QUESTION = "Tom has 13 apples and buys 8 more. How many apples does Tom have now?"
 # four steps: each sample writes about 60 tokens
 EGGS = (
     "Mia owns 33 eggs. She loses 19 eggs. She finds 29 more eggs. "
