@@ -61,8 +61,8 @@ from scaffolding_backend.kernel import PromptFormat
 
 from .api import STREAMING_MODEL, _inputs, _result
 from .benchmark import AsyncGenerator, add_common_arguments, serving
+from .evaluate import DEFAULT_DATASET, load_dataset
 
-DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "data" / "test.jsonl"
 GENERATOR_MODEL = "generator"
 METHOD = "majority_vote"
 # a request the client could not start within this long of its schedule is "late": the
@@ -114,10 +114,6 @@ class Workload:
             self.questions[index % len(self.questions)],
             self.seed + WARMUP_SEED_OFFSET + index,
         )
-
-
-def read_questions(path: Path) -> list[str]:
-    return [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)
@@ -628,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     plan = [("closed", float(c)) for c in args.concurrency or []]
     plan += [("open", rate) for rate in args.rate or []]
-    workload = Workload(read_questions(args.dataset), args.seed)
+    workload = Workload([row["question"] for row in load_dataset(args.dataset, None)], args.seed)
     try:
         with serving(args) as target, SweepProgress() as progress:
             url = target.grpc_url
