@@ -33,7 +33,7 @@ class Result:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _inputs(
+def request_inputs(
     module,
     question: str,
     method: str,
@@ -42,6 +42,7 @@ def _inputs(
     deadline_s: float | None,
     stream: bool | None,
 ):
+    """The inputs of one scaffolding request, for ``module`` (tritonclient.grpc or .http)."""
     tensors = [
         ("text_input", np.array([question], dtype=np.object_), "BYTES"),
         ("method", np.array([method], dtype=np.object_), "BYTES"),
@@ -60,7 +61,9 @@ def _inputs(
     return inputs
 
 
-def _result(response, events: list[dict]) -> Result:
+def result_of(response, events: list[dict]) -> Result:
+    """A scaffolding model's final response (tritonclient's result) as a ``Result``."""
+
     def text(name: str) -> str:
         value = response.as_numpy(name)
         return value.reshape(-1)[0].decode("utf-8") if value is not None else ""
@@ -125,10 +128,10 @@ class ScaffoldingClient:
             if self.protocol == "http":
                 response = self._client.infer(
                     self.unary_model,
-                    _inputs(self._module, question, method, params, seed, deadline_s, None),
+                    request_inputs(self._module, question, method, params, seed, deadline_s, None),
                     timeout=int(timeout_s),
                 )
-                return _result(response, [])
+                return result_of(response, [])
             return self._ask_streaming(
                 question, method, params, seed, deadline_s, on_event, timeout_s
             )
@@ -147,7 +150,7 @@ class ScaffoldingClient:
         try:
             self._client.async_stream_infer(
                 self.streaming_model,
-                _inputs(
+                request_inputs(
                     self._module, question, method, params, seed, deadline_s, on_event is not None
                 ),
             )
@@ -169,7 +172,7 @@ class ScaffoldingClient:
                         on_event(payload)
                     continue
                 finished = True
-                return _result(result, events)
+                return result_of(result, events)
         finally:
             # leaving early (Ctrl-C, timeout): cancel the request, so the server stops
             # its sub-requests

@@ -59,7 +59,7 @@ from tritonclient.utils import InferenceServerException
 
 from scaffolding_backend.kernel import PromptFormat
 
-from .api import STREAMING_MODEL, _inputs, _result
+from .api import STREAMING_MODEL, request_inputs, result_of
 from .benchmark import AsyncGenerator, add_common_arguments, serving
 from .evaluate import DEFAULT_DATASET, load_dataset
 
@@ -162,7 +162,7 @@ class ServerVote:
         }
 
     async def answer(self, work: Work) -> Answered:
-        inputs = _inputs(grpc, work.question, METHOD, self.params, work.seed, None, False)
+        inputs = request_inputs(grpc, work.question, METHOD, self.params, work.seed, None, False)
 
         async def request():
             yield {"model_name": STREAMING_MODEL, "inputs": inputs}
@@ -178,7 +178,7 @@ class ServerVote:
                     raise error
                 if result.as_numpy("account") is None:  # a response with the final flag alone
                     continue
-                reply = _result(result, [])
+                reply = result_of(result, [])
                 answered = Answered(
                     answer=reply.answer,
                     generations=generations_in(reply.account, self.settings.samples),
