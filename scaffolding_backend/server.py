@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .sandbox import SandboxUnavailable
 from .service.config import ConfigError, GeneratorConfig, SandboxConfig
-from .supervisor import Supervisor, stub_processes
+from .supervisor import Supervisor, process_stat, stub_processes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
@@ -334,7 +334,7 @@ class TritonServer:
         spent: dict[str, float] = {}
         for pid, name in processes:
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = process_stat(pid)
             except OSError:
                 continue  # gone in the meantime
             ticks = int(fields[11]) + int(fields[12])  # utime and stime, in clock ticks

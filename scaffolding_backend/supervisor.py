@@ -30,6 +30,12 @@ MODEL_PATH = re.compile(r"/([^/]+)/[0-9]+/model\.py$")
 DECOUPLED = re.compile(r"decoupled\s*:\s*true")
 
 
+def process_stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, parent, ..., utime
+    and stime at 11 and 12); OSError once the process is gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def stub_processes(server_pid: int) -> list[tuple[int, str]]:
     """The stub processes under the server process, with their model's name (from /proc)."""
     found = []
@@ -37,8 +43,7 @@ def stub_processes(server_pid: int) -> list[tuple[int, str]]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            parent = int(process_stat(entry.name)[1])
             arguments = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue  # gone in the meantime

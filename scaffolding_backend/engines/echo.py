@@ -106,10 +106,12 @@ class EchoEngine:
         with generation.writing:
             if generation.result is not None:
                 return
-            words = [] if generation.cancelled else self.words[: request.max_tokens]
-            reason = "cancelled" if generation.cancelled else "eos"
-            if len(words) < len(self.words) and not generation.cancelled:
-                reason = "length"
+            if generation.cancelled:
+                words, reason = [], "cancelled"
+            elif request.max_tokens < len(self.words):
+                words, reason = self.words[: request.max_tokens], "length"
+            else:
+                words, reason = self.words, "eos"
             text = "".join(words)
             hits = [text.find(word) for word in request.stop_words if word and word in text]
             if hits:

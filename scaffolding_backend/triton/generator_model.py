@@ -305,7 +305,9 @@ class EngineMetrics:
         release(self.metrics, self.families)
 
     def update(self) -> None:
+        """Write the counters that moved (each write is a blocking round trip)."""
         for name, metric in self.metrics.items():
             value = getattr(self.engine.stats, name)
-            metric.increment(value - self.reported[name])
-            self.reported[name] = value
+            if value != self.reported[name]:
+                metric.increment(value - self.reported[name])
+                self.reported[name] = value

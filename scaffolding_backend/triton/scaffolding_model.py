@@ -137,8 +137,7 @@ class ScaffoldingModel:
 
         client_left = asyncio.Event()
         # events go only to a client that asked for them and for the output they come in
-        streams = job.stream and sender is not None
-        streams = streams and "event" in request.requested_output_names()
+        streams = job.stream and sender is not None and "event" in request.requested_output_names()
 
         def on_progress(event: Progress) -> None:
             # nothing for a client that left (see io.send_final); the watcher below finds
