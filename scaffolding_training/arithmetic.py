@@ -9,6 +9,14 @@ sentence templates) while the solution keeps one checkable shape:
 * each step states exactly one operation as ``a op b = c`` (``op`` in ``+ - * /``);
 * the last step ends with ``The answer is \\boxed{ANSWER}.``
 
+``Problem.checked_solution`` adds a backward check after the answer (each step undone,
+back to the starting number, then the answer again): the shape of a reasoning model
+that keeps checking an answer it already has, which early-exit methods such as
+Dynasor-CoT cut short. ``Problem.answered_during_check`` is that solution cut after a
+few check steps and closed with the answer line: asked for its answer part-way through a
+check, a model that has found the answer says it (what early-exit probes rely on in
+real reasoning models). ``models/reasoner`` is trained on both.
+
 A second, program-aided form of the same problem (``PROGRAM_PROMPT_TEMPLATE``) is
 a short Python program whose last line prints the answer.
 
@@ -120,6 +128,11 @@ STEP_TEMPLATES = {
     "/": "{Name} has {x} / {y} = {z} {obj}.",
     "prod": "The {cont} hold {x} * {y} = {z} {obj}.",
 }
+ANSWER_LINE = " The answer is \\boxed{{{answer}}}."
+# the backward check: each step undone, last first
+UNDO = {"+": "-", "-": "+", "*": "/", "/": "*"}
+CHECK_STEP_TEMPLATE = "Check: before that, {Name} had {z} {undo} {y} = {x} {obj}."
+CHECK_END_TEMPLATE = "{Name} started with {x} {obj}, as the question says."
 
 
 @dataclass
@@ -145,6 +158,24 @@ class Problem:
     solution: str  # natural-language steps, "\n\n"-separated
     program: str  # Python program whose last line prints the answer
     steps: list[tuple[int, str, int, int]] = field(default_factory=list)  # (x, op, y, z)
+    check: str = ""  # the backward check (``checked_solution``)
+
+    @property
+    def checked_solution(self) -> str:
+        return self.solution + STEP_SEPARATOR + self.check
+
+    @property
+    def check_steps(self) -> int:
+        """Steps of the check before its closing line."""
+        return self.check.count(STEP_SEPARATOR)
+
+    def answered_during_check(self, steps: int) -> str:
+        """The solution and the first ``steps`` (1 to ``check_steps``) steps of its check,
+        then the answer line."""
+        if not 1 <= steps <= self.check_steps:
+            raise ValueError(f"steps must be between 1 and {self.check_steps}, got {steps}")
+        checked = [self.solution, *self.check.split(STEP_SEPARATOR)[:steps]]
+        return STEP_SEPARATOR.join(checked) + ANSWER_LINE.format(answer=self.answer)
 
     def to_json(self) -> dict:
         return {"question": self.question, "answer": str(self.answer), "solution": self.solution}
@@ -179,6 +210,8 @@ def generate_problem(rng: random.Random, difficulty: Difficulty | None = None) -
     sentences = [rng.choice(START_TEMPLATES).format(a=x, **fill)]
     steps: list[tuple[int, str, int, int]] = []
     lines: list[str] = []  # solution steps
+    checks: list[str] = []  # the backward check, first step first (reversed at the end)
+    start = x
     prog = [f"{obj} = {x}"]
     while len(steps) < n_steps:
         room = n_steps - len(steps)
@@ -220,18 +253,22 @@ def generate_problem(rng: random.Random, difficulty: Difficulty | None = None) -
             b_src = cont
         steps.append((x, kind, b, z))
         lines.append(STEP_TEMPLATES[kind].format(x=x, y=b, z=z, **fill))
+        checks.append(CHECK_STEP_TEMPLATE.format(z=z, undo=UNDO[kind], y=b, x=x, **fill))
         pyop = "//" if kind == "/" else kind
         prog.append(f"{obj} = {obj} {pyop} {b_src or b}")
         x = z
     sentences.append(rng.choice(QUESTION_TEMPLATES).format(**fill))
-    lines[-1] = lines[-1] + f" The answer is \\boxed{{{x}}}."
+    lines[-1] = lines[-1] + ANSWER_LINE.format(answer=x)
     prog.append(f"print({obj})")
+    checks.reverse()
+    checks.append(CHECK_END_TEMPLATE.format(x=start, **fill) + ANSWER_LINE.format(answer=x))
     return Problem(
         question=" ".join(sentences),
         answer=x,
         solution=STEP_SEPARATOR.join(lines),
         program="\n".join(prog),
         steps=steps,
+        check=STEP_SEPARATOR.join(checks),
     )
 
 

@@ -13,6 +13,17 @@ results: the model keeps its argmax but learns to put some probability on other 
 there, so temperature sampling makes arithmetic slips that differ from sample to
 sample (what voting and verifiers exploit), while greedy decoding stays accurate.
 0 trains with plain cross-entropy.
+
+``--init-from DIR`` fine-tunes a trained model (its tokenizer and weights) instead of
+starting from scratch, ``--check-fraction`` follows that fraction of the solutions with a
+backward check after the answer (``Problem.checked_solution``), and
+``--answer-during-check`` cuts that fraction of the checks short with the answer line
+(``Problem.answered_during_check``). Together they make ``models/reasoner``, a generator
+that keeps checking an answer it already has and says it when asked part-way:
+
+    python -m scaffolding_training.train_generator --init-from models/generator \
+        --out models/reasoner --check-fraction 1 --answer-during-check 0.25 \
+        --program-fraction 0 --n-train 30000 --steps 1000 --stop-after 0 --lr 1e-3 --warmup 50
 """
 
 from __future__ import annotations
@@ -68,14 +79,25 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
-def examples(problems, program_fraction: float, seed: int) -> list[tuple[str, str]]:
+def examples(
+    problems,
+    program_fraction: float,
+    seed: int,
+    check_fraction: float = 0.0,
+    answer_during_check: float = 0.0,
+) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     out = []
     for p in problems:
         if rng.random() < program_fraction:
             out.append((PROGRAM_PROMPT_TEMPLATE.format(question=p.question), p.program))
         else:
-            out.append((PROMPT_TEMPLATE.format(question=p.question), p.solution))
+            # a fraction of 0 draws nothing, so the shipped generator's data stays as it was
+            checked = check_fraction > 0 and rng.random() < check_fraction
+            solution = p.checked_solution if checked else p.solution
+            if checked and answer_during_check > 0 and rng.random() < answer_during_check:
+                solution = p.answered_during_check(rng.randint(1, p.check_steps))
+            out.append((PROMPT_TEMPLATE.format(question=p.question), solution))
     return out
 
 
@@ -113,6 +135,25 @@ def main() -> None:
     ap.add_argument("--out", default="models/generator")
     ap.add_argument("--n-train", type=int, default=150_000)
     ap.add_argument("--program-fraction", type=float, default=0.1)
+    ap.add_argument(
+        "--check-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of natural-language solutions followed by a backward check",
+    )
+    ap.add_argument(
+        "--answer-during-check",
+        type=float,
+        default=0.0,
+        help="fraction of checked solutions cut after a random check step and closed with "
+        "the answer line",
+    )
+    ap.add_argument(
+        "--init-from",
+        default=None,
+        help="fine-tune this trained model directory (tokenizer and weights) instead of "
+        "training from scratch",
+    )
     ap.add_argument("--vocab-size", type=int, default=1000)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
@@ -146,6 +187,8 @@ def main() -> None:
         "--max-minutes", type=float, default=19.5, help="safety stop (keeps the run within budget)"
     )
     args = ap.parse_args()
+    if args.n_train < args.batch_size:
+        ap.error(f"--n-train must be at least --batch-size ({args.batch_size})")
 
     t0 = time.time()
     torch.set_num_threads(args.threads)
@@ -156,8 +199,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     problems = make_split("train", args.n_train)
-    pairs = examples(problems, args.program_fraction, args.seed)
-    tokenizer = build_tokenizer([p + c for p, c in pairs[:20000]], args.vocab_size)
+    pairs = examples(
+        problems, args.program_fraction, args.seed, args.check_fraction, args.answer_during_check
+    )
+    if args.init_from:
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(args.init_from)
+    else:
+        tokenizer = build_tokenizer([p + c for p, c in pairs[:20000]], args.vocab_size)
     tokenizer.save_pretrained(out)
     # name the class every transformers release knows (5.x maps it to its TokenizersBackend)
     cfg_path = out / "tokenizer_config.json"
@@ -196,21 +246,24 @@ def main() -> None:
         flush=True,
     )
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden,
-        intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.heads,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        rope_theta=10000.0,
-        bos_token_id=eos_id,
-        eos_token_id=eos_id,
-        pad_token_id=eos_id,
-    )
-    model = LlamaForCausalLM(config)
+    if args.init_from:
+        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+    else:
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=args.hidden,
+            intermediate_size=args.intermediate,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.heads,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            rope_theta=10000.0,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+        )
+        model = LlamaForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params:,}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -235,7 +288,8 @@ def main() -> None:
         while True:
             order = list(range(len(seqs)))
             rng.shuffle(order)
-            chunk = args.batch_size * 50
+            # sort within chunks of 50 batches (fewer when the data is smaller than that)
+            chunk = args.batch_size * min(50, len(order) // args.batch_size)
             for c in range(0, len(order) - chunk + 1, chunk):
                 part = sorted(order[c : c + chunk], key=lambda i: len(seqs[i][0]))
                 group = [part[b : b + args.batch_size] for b in range(0, chunk, args.batch_size)]
@@ -308,7 +362,7 @@ def main() -> None:
     model.save_pretrained(out, safe_serialization=True)
     wall = time.time() - t0
     meta = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": " ".join(["python -m scaffolding_training.train_generator", *sys.argv[1:]]),
         "args": vars(args),
         "params": n_params,
         "steps_done": step + 1,

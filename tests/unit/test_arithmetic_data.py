@@ -83,6 +83,35 @@ def test_solution_format(train_sample):
     assert counts == {2, 3, 4, 5}
 
 
+def test_the_backward_check_undoes_every_step_and_repeats_the_answer(train_sample):
+    """``checked_solution`` (what models/reasoner learns): after the answer, one true
+    equation per main step, last step first, back to the starting number, then the same
+    answer again."""
+    for p in train_sample[:2000]:
+        assert p.checked_solution.startswith(p.solution)
+        *undo, end = split_steps(p.check)
+        # the containers' product ("The boxes hold 3 * 4 = 12 ...") is not undone, only
+        # the step that adds it
+        main = [step for step in split_steps(p.solution) if not step.startswith("The ")]
+        equations = [re.search(r"(\d+) ([-+*/]) (\d+) = (\d+)", s).groups() for s in undo]
+        for a, op, b, c in equations:
+            assert eval(f"{a} {op.replace('/', '//')} {b}") == int(c), p.check
+        assert int(equations[0][0]) == p.answer
+        start = int(re.search(r"started with (\d+)", end).group(1))
+        assert int(equations[-1][3]) == start == int(re.search(r"\d+", p.question).group())
+        assert len(undo) == len(main)
+        assert last_boxed_int(p.checked_solution) == p.answer
+        assert end.endswith(f"The answer is \\boxed{{{p.answer}}}.")
+        assert p.check_steps == len(undo)
+        for steps in range(1, p.check_steps + 1):  # cut short: the answer, not the next number
+            cut = p.answered_during_check(steps)
+            kept = len(split_steps(p.solution)) + steps - 1  # the last step gets the answer line
+            assert split_steps(cut)[:-1] == split_steps(p.checked_solution)[:kept]
+            assert cut.endswith(f"The answer is \\boxed{{{p.answer}}}.")
+        with pytest.raises(ValueError, match="steps"):
+            p.answered_during_check(p.check_steps + 1)
+
+
 def test_check_steps_accepts_gold_solutions(train_sample):
     for p in train_sample[:2000]:
         assert all(check_steps(p.question, p.solution)), p.solution
