@@ -3,6 +3,7 @@
     scaffolding-eval                                   # every method over budgets 1 2 4 8 16
     scaffolding-eval --methods majority_vote best_of_n:aggregation=min --budgets 1 4 16
     scaffolding-eval --preset model-card --limit 200   # the shipped models' card numbers
+    scaffolding-eval --generator-dir models/reasoner --methods cot dynasor_cot --limit 200
 
 Each dataset line is ``{"question": ..., "answer": ...}`` (the shipped test split
 by default). Requests go to a running server (``--url``) or to one this command
@@ -318,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a fixed list of configurations instead of --methods/--budgets",
     )
     parser.add_argument("--url", help="gRPC address of a running server (default: start one)")
+    parser.add_argument(
+        "--generator-dir",
+        help="the server it starts serves this model directory as the generator "
+        "(for example models/reasoner; default: the shipped models/generator)",
+    )
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
@@ -336,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         help="directory for results.json and the plot",
     )
     args = parser.parse_args(argv)
+    if args.url and args.generator_dir:
+        parser.error("--generator-dir applies to the server scaffolding-eval starts, not to --url")
     rows = load_dataset(args.dataset, args.limit)
     if args.preset == "model-card":
         runs = [Run(label, method, params) for label, method, params in MODEL_CARD]
@@ -348,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         print("starting a tritonserver for the evaluation ...", file=sys.stderr, flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         TritonServer.exit_on_sigterm()
-        server = TritonServer(log_file=args.out / "tritonserver.log").start()
+        server = TritonServer(
+            log_file=args.out / "tritonserver.log", generator_dir=args.generator_dir
+        ).start()
         args.url = server.grpc_url if args.protocol == "grpc" else server.http_url
     started = time.perf_counter()
     try:
