@@ -29,7 +29,10 @@ DEFAULT_PROBE = " The answer is \\boxed{"
 class DynasorCoTParams(SamplingParams):
     temperature: float = 0.0  # greedy, like cot: the chain is the model's best guess
     probe_every: int = 16  # tokens of the chain between probes
-    agree: int = 2  # stop once this many probes in a row give one answer
+    # stop once this many probes in a row give one answer. Two stop too early on the shipped
+    # models: a probe mid-chain answers with the last number written, which often repeats
+    # across a step boundary ("... = 14 eggs." then "Mia has 14 + ...")
+    agree: int = 3
     probe_tokens: int = 8  # the most tokens a probe may write
     probe: str = DEFAULT_PROBE
 
