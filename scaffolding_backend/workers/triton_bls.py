@@ -10,6 +10,7 @@ allows it. Only importable inside a Triton Python-backend stub.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 import uuid
@@ -30,6 +31,10 @@ from .contracts import TritonContract, TritonRequest, finish
 from .contracts.base import TokenCounter
 
 _executor_loops: set[int] = set()
+# request ids the generator's stop input finds a generation by: unique per stub with a counter
+# (uuid4 reads the OS's random source each time: a twentieth of the event loop's time)
+_REQUEST_ID_PREFIX = uuid.uuid4().hex[:12]
+_request_numbers = itertools.count()
 _background: set[asyncio.Future] = set()  # stop requests in flight, kept from the collector
 
 
@@ -187,7 +192,7 @@ class BLSGenerationWorker:
         """Every response's outputs, in order (a decoupled target may send several, and a
         last one with no outputs that only carries the final flag). Streamed chunks go to
         the task's ``on_chunk`` as they come; a stop the task asks for goes to the engine."""
-        request_id = uuid.uuid4().hex
+        request_id = f"{_REQUEST_ID_PREFIX}-{next(_request_numbers)}"
         task.on_stop(lambda: self._stop(request_id))
         try:
             # async_exec returns with the first response: for a generation that does not
