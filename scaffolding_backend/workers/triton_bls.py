@@ -48,6 +48,16 @@ def ensure_bls_executor(threads: int) -> None:
         _executor_loops.add(id(loop))
 
 
+# A decoupled BLS request whose response iterator ends before its first response is sent
+# again. In python_backend (pb_stub.cc GetResponseIterator, release r24.10) a new request
+# whose server-side id is one a finished request had (the address is reused) takes over the
+# responses still buffered under that id and ends the older iterator: the older request's
+# reader then finds nothing. Seen with generations refused at once (2-3% of them, 4 in
+# flight); its loser reads nothing rather than a stranger's response, since a reader stops
+# at its contract's last response.
+RESENDS_OF_A_LOST_GENERATION = 2
+
+
 class SubRequestFailed(WorkerError):
     """A model called over BLS answered with an error (the client's fault when the model
     refused the input as invalid)."""
@@ -256,12 +266,19 @@ class BLSGenerationWorker:
 
     async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
         request = self.contract.request(task)
-        async with self.context.slot():
-            if self.contract.decoupled:
-                responses = await self._send_decoupled(task, request)
-            else:
-                responses = [await send(self.model, request, self.context)]
-        if not responses:
+        for _ in range(1 + RESENDS_OF_A_LOST_GENERATION):
+            async with self.context.slot():
+                if self.contract.decoupled:
+                    responses = await self._send_decoupled(task, request)
+                else:
+                    responses = [await send(self.model, request, self.context)]
+            if responses:
+                break
+            # the same inputs and seed: the same generation
+            pb_utils.Logger.log_warn(
+                f"model '{self.model}': a decoupled BLS request ended with no response; sent again"
+            )
+        else:
             raise SubRequestFailed(f"model '{self.model}' sent no response with outputs")
         finish(task, self.contract.reply(task, responses), self.counter)
         if task.on_chunk is not None and not self.contract.streams_for(task):
