@@ -419,16 +419,22 @@ def _generator_settled(triton, timeout_s: float = 30.0) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(
-    ("model", "cancel_after_s"),
-    [("scaffolding", 0.5), ("scaffolding_eight_in_flight", 1.0)],
+    ("model", "cancel_after_s", "in_flight"),
+    [("scaffolding", 0.5, 64), ("scaffolding_eight_in_flight", 1.0, 8)],
     ids=["all_in_flight", "eight_in_flight"],
 )
-def test_a_cancelled_majority_at_64_stops_its_unfinished_generations(triton, model, cancel_after_s):
-    """majority@64, cancelled by the client part-way: of the samples the engine had not
-    finished then, at least 90% never reach it (queued sub-requests are dropped) or leave its
-    batch at their next decode step (stop requests); no token is written after a cancel.
-    With all 64 in the engine's batch the request takes about 1 s on 2 cores: the cancel
-    comes half-way; with eight in flight, 1 s in."""
+def test_a_cancelled_majority_at_64_stops_its_unfinished_generations(
+    triton, model, cancel_after_s, in_flight
+):
+    """majority@64, cancelled by the client part-way: the samples the engine had not
+    finished then never reach it (queued sub-requests are dropped) or leave its batch at
+    their next decode step (stop requests); no token is written after a cancel.
+
+    A sample may still end between the client's cancel and the server noticing it (a poll
+    every 50 ms, and the events on their way): with all 64 in the engine's batch (about 1 s
+    on 2 cores; the cancel comes half-way) at least 90% of the unfinished are spared; with
+    eight in flight (cancel 1 s in), at most the eight running at the cancel end, and none
+    of the queued ones runs."""
     params = json.dumps({"samples": 64, "max_tokens": 400, "temperature": 1.0})
     inputs = [
         _grpc_input("text_input", np.array([EGGS], dtype=np.object_), "BYTES"),
@@ -462,7 +468,10 @@ def test_a_cancelled_majority_at_64_stops_its_unfinished_generations(triton, mod
         f"others {64 - ran:.0f} never ran and {stopped:.0f} were stopped"
     )
     assert unfinished > 0, "every sample had finished: the test needs longer generations"
-    assert spared >= 0.9 * unfinished
+    if in_flight == 64:
+        assert spared >= 0.9 * unfinished
+    else:
+        assert unfinished - spared <= in_flight
     assert after["tokens_after_cancel"] == before["tokens_after_cancel"]
 
 
