@@ -48,6 +48,10 @@ CACHE_DIR = Path(os.environ.get("SCAFFOLDING_CACHE", Path.home() / ".cache" / "t
 PBTXT_PARAMETER = re.compile(r'key:\s*"(\w+)"\s*,?\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}')
 
 
+# Triton's log line for a model that failed to load (model_lifecycle.cc)
+LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (?:\w+: )?(.*)\"$", re.M)
+
+
 class ServerError(RuntimeError):
     pass
 
@@ -154,6 +158,7 @@ class TritonServer:
         # GeneratorConfig settings for the generator model (e.g. {"engine": "echo"})
         self.generator_overrides = generator_overrides or {}
         self.log_file = Path(log_file) if log_file else None
+        self._log_start = 0  # where this start's lines begin in the log file
         self.extra_args = extra_args or []
         self.startup_timeout_s = startup_timeout_s
         self.env = env or {}
@@ -284,6 +289,8 @@ class TritonServer:
         self._check_ports_free()
         self._check_sandbox(env)
         log = contextlib.nullcontext(subprocess.DEVNULL)
+        if self.log_file and self.log_file.exists():
+            self._log_start = self.log_file.stat().st_size
         # the child keeps its own copy of the descriptor
         with open(self.log_file, "ab") if self.log_file else log as output:
             # its own process group: stopping the group also stops every Python stub
@@ -316,7 +323,8 @@ class TritonServer:
                     else "; run with --log-file to see why"
                 )
                 raise ServerError(
-                    f"tritonserver exited with code {process.returncode} during start-up{hint}"
+                    f"tritonserver exited with code {process.returncode} during start-up"
+                    f"{self._load_failures()}{hint}"
                 )
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:
@@ -325,7 +333,24 @@ class TritonServer:
             except OSError:
                 pass
             time.sleep(0.5)
-        raise ServerError(f"tritonserver was not ready within {self.startup_timeout_s:.0f} s")
+        raise ServerError(
+            f"tritonserver was not ready within {self.startup_timeout_s:.0f} s"
+            f"{self._load_failures()}"
+        )
+
+    def _load_failures(self) -> str:
+        """Why models failed to load, from what this start wrote to the log: the first line
+        of each model's error (Triton adds the Python stack after a blank line)."""
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        with open(self.log_file, "rb") as log:
+            log.seek(self._log_start)
+            written = log.read().decode(errors="replace")
+        reasons = [
+            f"model '{model}' failed to load: {message.split(chr(92) + 'n')[0]}"
+            for model, message in LOAD_FAILURE.findall(written)
+        ]
+        return ": " + "; ".join(reasons) if reasons else ""
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user and system) the server process and each model's stubs have spent."""

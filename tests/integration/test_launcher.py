@@ -178,3 +178,19 @@ def test_a_port_another_process_listens_on_is_refused_before_starting():
         with pytest.raises(ServerError, match=f"--grpc-port {port} on 127.0.0.1 is not free"):
             server.start()
         assert server.process is None  # nothing was started
+
+
+def test_a_model_that_fails_to_load_is_named_with_its_reason(tmp_path):
+    """The launcher's error says which model failed and why, not only "see the log"."""
+    from scaffolding_backend.server import ServerError, TritonServer
+
+    log = tmp_path / "server.log"
+    log.write_text("an earlier run: failed to load 'reward' version 1: Internal: old news\"\n")
+    server = TritonServer(generator_dir=str(tmp_path / "no-such-model"), log_file=log)
+    with pytest.raises(ServerError) as raised:
+        server.start()
+    message = str(raised.value)
+    assert "during start-up: model 'generator' failed to load:" in message, message
+    assert "'model_dir'" in message and "no-such-model" in message and "does not exist" in message
+    assert "old news" not in message  # only what this start wrote
+    assert server.process is None or server.process.poll() is not None
