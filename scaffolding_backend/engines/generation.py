@@ -104,13 +104,16 @@ class StopsByRequestId:
     TensorRT-LLM's ``stop`` input does). Several running requests may share an id (clients
     choose ids): a stop ends all of them, and one that finishes leaves the others
     stoppable. A stop that overtook its request (both were sent, the stop arrived first)
-    is kept ``memory_s`` seconds for it, at most ``memory_size`` of them."""
+    is kept ``memory_s`` seconds for it, at most ``memory_size`` of them. A stop that came
+    late, for an id whose last request finished within ``memory_s``, is dropped: kept, it
+    would end the next request that reuses the id."""
 
     def __init__(self, memory_s: float = 60.0, memory_size: int = 4096):
         self.memory_s = memory_s
         self.memory_size = memory_size
         self._running: dict[str, list[list[Generation]]] = {}
         self._early: OrderedDict[str, float] = OrderedDict()  # id -> when its stop came
+        self._finished: OrderedDict[str, float] = OrderedDict()  # id -> when it last finished
 
     def started(self, request_id: str, generations: list[Generation]) -> None:
         self._running.setdefault(request_id, []).append(generations)
@@ -124,6 +127,7 @@ class StopsByRequestId:
             groups.remove(generations)
         if not groups:
             self._running.pop(request_id, None)
+            self._remember(self._finished, request_id)
 
     def stop(self, request_id: str) -> None:
         groups = self._running.get(request_id)
@@ -132,10 +136,17 @@ class StopsByRequestId:
                 for generation in generations:
                     generation.cancel()
             return
-        now = time.monotonic()
-        self._early[request_id] = now
-        self._early.move_to_end(request_id)
-        while len(self._early) > self.memory_size or (
-            self._early and next(iter(self._early.values())) < now - self.memory_s
-        ):
-            self._early.popitem(last=False)
+        self._forget_old(self._finished)
+        if request_id in self._finished:
+            return  # too late: its request has ended
+        self._remember(self._early, request_id)
+
+    def _remember(self, memory: OrderedDict[str, float], request_id: str) -> None:
+        memory[request_id] = time.monotonic()
+        memory.move_to_end(request_id)
+        self._forget_old(memory)
+
+    def _forget_old(self, memory: OrderedDict[str, float]) -> None:
+        oldest = time.monotonic() - self.memory_s
+        while len(memory) > self.memory_size or (memory and next(iter(memory.values())) < oldest):
+            memory.popitem(last=False)

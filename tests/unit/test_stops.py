@@ -44,3 +44,16 @@ def test_remembered_stops_expire_and_are_bounded():
     assert not start(engine, bounded, "x")[0].done.is_set()  # the oldest was dropped
     assert start(engine, bounded, "z")[0].wait(1).finish_reason == "cancelled"
     engine.close()
+
+
+def test_a_late_stop_is_dropped_and_leaves_the_next_request_with_that_id_alone():
+    engine = EchoEngine("one two three", delay_s=60)
+    stops = StopsByRequestId()
+    first = start(engine, stops, "5")
+    stops.finished("5", first)  # it ended on its own ...
+    stops.stop("5")  # ... before its stop arrived
+    reused = start(engine, stops, "5")
+    assert not reused[0].done.is_set()
+    stops.stop("5")  # a stop while it runs still ends it
+    assert reused[0].wait(1).finish_reason == "cancelled"
+    engine.close()
