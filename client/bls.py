@@ -12,7 +12,9 @@ the other and ``--pairs`` times:
 
 The ratio is scaffolding's sub-requests per second over the generator's requests per second.
 For a server it starts, it also reads from /proc the CPU time each process spent, per
-generation: where the BLS path's cost goes.
+generation: where the BLS path's cost goes. perf_analyzer's own CPU time (the client's
+share, which the direct path pays per generation and the BLS path per 8) is counted too,
+from the resource usage of the finished perf_analyzer process.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,18 +70,26 @@ def perf_analyzer(target: Serving, model: str, input_file: str, concurrency: int
     return float(found.group(2)), int(found.group(3)) / 1000
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(
     target: Serving, model: str, input_file: str, concurrency: int, fan_out: int, window_ms: int
 ) -> Run:
     before = target.cpu_seconds() if target.cpu_seconds else {}
+    client_before = children_cpu_seconds()
     started = time.monotonic()
     requests_per_s, latency_ms = perf_analyzer(target, model, input_file, concurrency, window_ms)
     elapsed = time.monotonic() - started
+    client_spent = children_cpu_seconds() - client_before
     run = Run(model, concurrency, requests_per_s, requests_per_s * fan_out, latency_ms)
+    # perf_analyzer keeps its load on for the whole run: the generations of the run are
+    # about its rate times its duration
+    generations = run.generations_per_s * elapsed
+    run.cpu_ms_per_generation["perf_analyzer"] = round(1000 * client_spent / generations, 3)
     if target.cpu_seconds:
-        # perf_analyzer keeps its load on for the whole run: the generations of the run are
-        # about its rate times its duration
-        generations = run.generations_per_s * elapsed
         after = target.cpu_seconds()
         for name, seconds in after.items():
             spent = seconds - before.get(name, seconds)
@@ -134,7 +145,12 @@ def print_table(pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: floa
         title=f"BLS path, echo engine (delay {delay_s} s), 128 generations in flight: "
         "scaffolding's sub-requests/s ÷ the generator's requests/s; CPU ms per generation"
     )
-    processes = {"tritonserver": "server", "scaffolding": "scaffolding", "generator": "generator"}
+    processes = {
+        "tritonserver": "server",
+        "scaffolding": "scaffolding",
+        "generator": "generator",
+        "perf_analyzer": "client",
+    }
     for column in ("pair", "path", "req/s", "gen/s", "ms", *processes.values(), "ratio"):
         table.add_column(column, justify="right")
     for index, ((bls, direct), ratio) in enumerate(zip(pairs, ratios), start=1):

@@ -123,3 +123,6 @@ def test_the_bls_benchmark_measures_both_paths_over_the_echo_engine(perf_analyze
     # CPU per generation, read from /proc for the server it started
     assert {"tritonserver", "scaffolding", "generator"} <= set(through_bls["cpu_ms_per_generation"])
     assert {"tritonserver", "generator"} <= set(direct["cpu_ms_per_generation"])
+    # and perf_analyzer's own, which the direct path pays per generation, the BLS path per 8
+    client = [run["cpu_ms_per_generation"]["perf_analyzer"] for run in (through_bls, direct)]
+    assert 0 < client[0] < client[1]
