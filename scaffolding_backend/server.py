@@ -50,6 +50,7 @@ PBTXT_PARAMETER = re.compile(r'key:\s*"(\w+)"\s*,?\s*value:\s*\{\s*string_value:
 
 # Triton's log line for a model that failed to load (model_lifecycle.cc)
 LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (?:\w+: )?(.*)\"$", re.M)
+ESCAPED_NEWLINE = "\\n"  # a backslash and an n, as Triton's log writes a newline
 
 
 class ServerError(RuntimeError):
@@ -340,14 +341,15 @@ class TritonServer:
 
     def _load_failures(self) -> str:
         """Why models failed to load, from what this start wrote to the log: the first line
-        of each model's error (Triton adds the Python stack after a blank line)."""
+        of each model's error (Triton writes newlines in it as ``\\n``, and the Python
+        stack follows a blank line)."""
         if self.log_file is None or not self.log_file.exists():
             return ""
         with open(self.log_file, "rb") as log:
             log.seek(self._log_start)
             written = log.read().decode(errors="replace")
         reasons = [
-            f"model '{model}' failed to load: {message.split(chr(92) + 'n')[0]}"
+            f"model '{model}' failed to load: {message.split(ESCAPED_NEWLINE)[0]}"
             for model, message in LOAD_FAILURE.findall(written)
         ]
         return ": " + "; ".join(reasons) if reasons else ""
