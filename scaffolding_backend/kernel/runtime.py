@@ -183,6 +183,12 @@ class Runtime:
             await asyncio.wait([run, settled], return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             run.cancel()
+            # the workers' own cancellation runs to its end before the request reports
+            # itself cancelled; its outcome (a cancelled gather ends with CancelledError as
+            # its exception) is read here, or asyncio logs it as never retrieved
+            await _wait(run)
+            if not run.cancelled():
+                run.exception()
             raise
         finally:
             settled.cancel()
