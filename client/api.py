@@ -102,6 +102,14 @@ class ScaffoldingClient:
     def close(self) -> None:
         self._client.close()
 
+    def is_ready(self) -> bool:
+        """Whether a Triton server answers at the URL and is ready (False, not an error,
+        when nothing answers there or the server is shutting down)."""
+        try:
+            return bool(self._client.is_server_ready())
+        except Exception:  # tritonclient raises its own kinds for a refused connection
+            return False
+
     def __enter__(self) -> ScaffoldingClient:
         return self
 

@@ -225,11 +225,28 @@ def evaluate(
             for r, run in enumerate(runs)
             for index, row in enumerate(rows)
         }
-        for future in as_completed(futures):
+        for done, future in enumerate(as_completed(futures), start=1):
             r, index = futures[future]
-            records[r][index] = future.result()
+            record = records[r][index] = future.result()
             bar.update(1)
+            if record.error and not _server_ready(url, protocol):
+                for pending in futures:
+                    pending.cancel()
+                raise ServerGone(
+                    f"the server at {url} stopped answering after {done} of {len(futures)} "
+                    f"requests (last error: {record.error}); nothing was written"
+                )
     return [summarize(run, records[r]) for r, run in enumerate(runs)]
+
+
+class ServerGone(RuntimeError):
+    """The server stopped answering part-way: the numbers would count its absence as
+    wrong answers."""
+
+
+def _server_ready(url: str, protocol: str) -> bool:
+    with ScaffoldingClient(url, protocol) as client:
+        return client.is_ready()
 
 
 def print_table(summaries: list[Summary], console: Console) -> None:
@@ -360,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             log_file=args.out / "tritonserver.log", generator_dir=args.generator_dir
         ).start()
         args.url = server.grpc_url if args.protocol == "grpc" else server.http_url
+    elif not _server_ready(args.url, args.protocol):
+        raise SystemExit(
+            f"scaffolding-eval: no ready Triton server answers {args.protocol} at {args.url}"
+        )
     started = time.perf_counter()
     try:
         summaries = evaluate(
@@ -371,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_tokens=args.max_tokens,
         )
+    except ServerGone as gone:
+        raise SystemExit(f"scaffolding-eval: {gone}") from None
     finally:
         if server is not None:
             server.stop()

@@ -2,6 +2,7 @@
 card's numbers."""
 
 import json
+import socket
 
 import pytest
 
@@ -78,3 +79,23 @@ def test_model_card_numbers_reproduce_on_a_subset(triton, tmp_path):
     for label, run in rerun.items():
         expected = sum(recorded[label]["correct"][:SUBSET]) / SUBSET
         assert abs(run["accuracy"] - expected) <= TOLERANCE, (label, run["accuracy"], expected)
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_eval_refuses_a_url_where_no_server_is_ready():
+    url = f"127.0.0.1:{_unused_port()}"
+    with pytest.raises(SystemExit, match=f"no ready Triton server answers grpc at {url}"):
+        evaluate.main(["--url", url, "--limit", "2", "--methods", "cot", "--budgets", "1"])
+
+
+def test_eval_stops_when_the_server_stops_answering_instead_of_scoring_its_absence():
+    url = f"127.0.0.1:{_unused_port()}"
+    runs = evaluate.plan_runs(["cot"], [1])
+    rows = [{"question": "Tom has 3 pens. He buys 2 more. How many pens now?", "answer": "5"}] * 6
+    with pytest.raises(evaluate.ServerGone, match=r"stopped answering after \d of 6 requests"):
+        evaluate.evaluate(url, "grpc", runs, rows, concurrency=2, seed=0, max_tokens=None)
