@@ -29,13 +29,8 @@ GP_VERSION=0.0.16
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${SCAFFOLDING_CACHE:-${HOME:?HOME is not set; set SCAFFOLDING_CACHE}/.cache/triton-scaffolding}/genai_perf
 
-die() {
-  printf 'genai_perf.sh: error: %s\n' "$1" >&2
-  shift
-  for line in "$@"; do printf '  %s\n' "$line" >&2; done
-  exit 1
-}
-note() { printf 'genai_perf.sh: %s\n' "$*" >&2; }
+# shellcheck source=messages.sh
+. "$REPO_ROOT/scripts/messages.sh"
 
 # genai-perf 0.0.16 and everything it needs, resolved by pip on Linux x86_64 / CPython 3.11; the
 # hashes are those of the cp311 manylinux x86_64 (or pure-Python) wheels on PyPI. perf-analyzer

@@ -25,13 +25,8 @@ DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${SCAFFOLDING_CACHE:-${HOME:?HOME is not set; set SCAFFOLDING_CACHE}/.cache/triton-scaffolding}/perf_analyzer
 
-die() {
-  printf 'perf_analyzer.sh: error: %s\n' "$1" >&2
-  shift
-  for line in "$@"; do printf '  %s\n' "$line" >&2; done
-  exit 1
-}
-note() { printf 'perf_analyzer.sh: %s\n' "$*" >&2; }
+# shellcheck source=messages.sh
+. "$REPO_ROOT/scripts/messages.sh"
 HINT="Alternatives: run inside the Triton SDK container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3-sdk), where perf_analyzer is on PATH, or set PERF_ANALYZER=/path/to/perf_analyzer."
 
 # a perf_analyzer that runs prints its version; pip's 0.1.0 placeholder and a wheel binary
