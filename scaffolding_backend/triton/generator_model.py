@@ -35,7 +35,7 @@ from ..service.config import (
     ProgramGeneratorConfig,
     resolve_model_dir,
 )
-from ..service.values import Arrays, all_values, one_value
+from ..service.values import Arrays, all_values
 from . import io
 from .metrics import Throttled, release
 
@@ -94,9 +94,46 @@ class GeneratorModel:
 
     # -- parsing ------------------------------------------------------------------------------
 
-    def _number(self, arrays: Arrays, name: str, kind: type, default: Any) -> Any:
-        value = one_value(arrays, name)
-        return default if value is None else kind(value)
+    @staticmethod
+    def _per_row(arrays: Arrays, name: str, kind: type, default: Any, rows: int) -> list[Any]:
+        """An input's value for each prompt of the request. With max_batch_size, a client's
+        batch of B prompts sends every input as [B, 1] (TensorRT-LLM's per-row sampling
+        inputs); one element holds for every prompt."""
+        values = all_values(arrays, name)
+        if values is None:
+            return [default] * rows
+        if len(values) == 1:
+            return [kind(values[0])] * rows
+        if len(values) != rows:
+            raise InvalidParameter(
+                name, f"expected one element or one per prompt ({rows}), got {len(values)}"
+            )
+        return [kind(value) for value in values]
+
+    def _same_for_all(self, arrays: Arrays, name: str, default: bool, rows: int) -> bool:
+        """A flag of the whole request (it decides how the request is answered): every row
+        of a batch must say the same."""
+        values = set(self._per_row(arrays, name, bool, default, rows))
+        if len(values) > 1:
+            raise InvalidParameter(name, "must be the same for every prompt of a request")
+        return values.pop()
+
+    @staticmethod
+    def _stop_words_per_row(arrays: Arrays, rows: int) -> list[list[str]]:
+        values = arrays.get("stop_words")
+        if values is None:
+            return [[] for _ in range(rows)]
+        table = np.asarray(values)
+        table = table.reshape(1, -1) if table.ndim < 2 else table.reshape(table.shape[0], -1)
+        if table.shape[0] not in (1, rows):
+            raise InvalidParameter(
+                "stop_words", f"expected one list or one per prompt ({rows}), got {table.shape[0]}"
+            )
+        lists = [
+            [word for word in all_values({"stop_words": row}, "stop_words") or [] if word]
+            for row in table
+        ]
+        return lists * rows if len(lists) == 1 else lists
 
     def _parse(self, arrays: Arrays) -> tuple[list[GenerationRequest], Options]:
         prompts = all_values(arrays, "text_input")
@@ -104,53 +141,49 @@ class GeneratorModel:
             raise InvalidParameter("text_input", "is required")
         if any(not p for p in prompts):
             raise InvalidParameter("text_input", "must not be empty")
-        max_tokens = self._number(arrays, "max_tokens", int, None)
-        if max_tokens is None:
+        rows = len(prompts)
+        if arrays.get("max_tokens") is None:
             raise InvalidParameter("max_tokens", "is required")
+        max_tokens = self._per_row(arrays, "max_tokens", int, None, rows)
         cap = self.config.max_tokens_cap
-        if not 1 <= max_tokens <= cap:
-            raise InvalidParameter("max_tokens", f"must be between 1 and {cap}, got {max_tokens}")
-        temperature = self._number(arrays, "temperature", float, 1.0)
-        if not temperature >= 0:
-            raise InvalidParameter("temperature", f"must be >= 0, got {temperature}")
-        top_p = self._number(arrays, "top_p", float, 1.0)
-        if not 0 < top_p <= 1:
-            raise InvalidParameter("top_p", f"must be in (0, 1], got {top_p}")
-        top_k = self._number(arrays, "top_k", int, 0)
-        if top_k < 0:
-            raise InvalidParameter("top_k", f"must be >= 0, got {top_k}")
-        seed = self._number(arrays, "seed", int, None)
-        if seed is None:
-            seed = self._number(arrays, "random_seed", int, None)
-        stop_words = [word for word in all_values(arrays, "stop_words") or [] if word]
-        for prompt in prompts:
+        for value in max_tokens:
+            if not 1 <= value <= cap:
+                raise InvalidParameter("max_tokens", f"must be between 1 and {cap}, got {value}")
+        temperatures = self._per_row(arrays, "temperature", float, 1.0, rows)
+        for value in temperatures:
+            if not value >= 0:
+                raise InvalidParameter("temperature", f"must be >= 0, got {value}")
+        top_ps = self._per_row(arrays, "top_p", float, 1.0, rows)
+        for value in top_ps:
+            if not 0 < value <= 1:
+                raise InvalidParameter("top_p", f"must be in (0, 1], got {value}")
+        top_ks = self._per_row(arrays, "top_k", int, 0, rows)
+        for value in top_ks:
+            if value < 0:
+                raise InvalidParameter("top_k", f"must be >= 0, got {value}")
+        seed_name = "seed" if arrays.get("seed") is not None else "random_seed"
+        seeds = self._per_row(arrays, seed_name, int, None, rows)
+        stop_words = self._stop_words_per_row(arrays, rows)
+        for prompt, tokens in zip(prompts, max_tokens):
             length = self.engine.count_tokens(prompt)
-            if self.engine.max_context and length + max_tokens > self.engine.max_context:
+            if self.engine.max_context and length + tokens > self.engine.max_context:
                 raise InvalidParameter(
                     "text_input",
-                    f"prompt of {length} tokens plus max_tokens={max_tokens} exceeds "
+                    f"prompt of {length} tokens plus max_tokens={tokens} exceeds "
                     f"the model's context of {self.engine.max_context}",
                 )
         options = Options(
-            stream=self._number(arrays, "stream", bool, False),
-            return_log_probs=self._number(arrays, "return_log_probs", bool, False),
-            exclude_input=self._number(arrays, "exclude_input_in_output", bool, False),
+            stream=self._same_for_all(arrays, "stream", False, rows),
+            return_log_probs=self._same_for_all(arrays, "return_log_probs", False, rows),
+            exclude_input=self._same_for_all(arrays, "exclude_input_in_output", False, rows),
         )
-        if options.stream and len(prompts) > 1:
+        if options.stream and rows > 1:
             raise InvalidParameter(
                 "stream", "streams one prompt per request, got a batch of several"
             )
         requests = [
-            GenerationRequest(
-                prompt,
-                max_tokens,
-                temperature,
-                top_p,
-                top_k,
-                None if seed is None else seed + row,
-                stop_words,
-            )
-            for row, prompt in enumerate(prompts)
+            GenerationRequest(*values)
+            for values in zip(prompts, max_tokens, temperatures, top_ps, top_ks, seeds, stop_words)
         ]
         return requests, options
 
@@ -163,11 +196,12 @@ class GeneratorModel:
         sender = request.get_response_sender()
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         arrays = io.input_arrays(request)
-        if self._number(arrays, "stop", bool, False):  # a stop request: end the running one
-            self.stops.stop(request.request_id())
-            sender.send(pb_utils.InferenceResponse(output_tensors=[]), flags=final)
-            return
         try:
+            prompts = max(1, len(all_values(arrays, "text_input") or []))
+            if self._same_for_all(arrays, "stop", False, prompts):
+                self.stops.stop(request.request_id())  # a stop request: end the running one
+                sender.send(pb_utils.InferenceResponse(output_tensors=[]), flags=final)
+                return
             rows, options = self._parse(arrays)
         except InvalidParameter as error:
             sender.send(io.error_response(error), flags=final)

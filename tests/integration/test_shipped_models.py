@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
 from client.api import ScaffoldingClient
+
+from .engines import final_responses
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +74,66 @@ def test_reward_model_refuses_mismatched_rows(http_client, shipped_example):
     response.set_data_from_numpy(np.array([[shipped_example.correct]], dtype=np.object_))
     with pytest.raises(InferenceServerException):
         http_client.infer("reward", [query, response])
+
+
+def _batch(columns: dict[str, tuple[list, str]]) -> list:
+    """One request of several prompts: every input [rows, 1], as max_batch_size has it."""
+    tensors = []
+    for name, (values, dtype) in columns.items():
+        array = np.array([[value] for value in values], dtype=TYPES[dtype])
+        tensor = grpc.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
+TYPES = {
+    "BYTES": np.object_,
+    "INT32": np.int32,
+    "FP32": np.float32,
+    "UINT64": np.uint64,
+    "BOOL": np.bool_,
+}
+
+
+def test_the_generator_takes_a_batch_with_sampling_values_per_prompt(triton, shipped_example):
+    """max_batch_size lets a client send B prompts in one request, each input [B, 1] (as
+    TensorRT-LLM's sampling inputs): each prompt gets its own max_tokens, temperature and
+    seed, and the answer has one row per prompt."""
+    prompt = f"Question: {shipped_example.question}\nAnswer:\n".encode()
+    max_tokens = [4, 160, 160]
+    (batched,) = final_responses(
+        triton.grpc_url,
+        "generator",
+        [
+            _batch(
+                {
+                    "text_input": ([prompt] * 3, "BYTES"),
+                    "max_tokens": (max_tokens, "INT32"),
+                    "temperature": ([0.0, 0.0, 1.0], "FP32"),
+                    "seed": ([1, 1, 2], "UINT64"),
+                    "exclude_input_in_output": ([True] * 3, "BOOL"),
+                }
+            )
+        ],
+    )
+    counts = batched.as_numpy("num_output_tokens").reshape(-1).tolist()
+    texts = [text.decode() for text in batched.as_numpy("text_output").reshape(-1)]
+    reasons = [reason.decode() for reason in batched.as_numpy("finish_reason").reshape(-1)]
+    assert counts[0] == 4 and reasons[0] == "length"
+    assert reasons[1] == "eos" and counts[1] < 160
+    assert f"\\boxed{{{shipped_example.answer}}}" in texts[1]  # greedy: the fixed answer
+    assert texts[0] and texts[1].startswith(texts[0])
+
+
+@pytest.mark.parametrize("flag", ["stream", "exclude_input_in_output"])
+def test_a_batch_whose_prompts_disagree_on_a_request_flag_is_refused_naming_it(triton, flag):
+    inputs = _batch(
+        {
+            "text_input": ([b"Question: Tom has 3 pens.\nAnswer:\n"] * 2, "BYTES"),
+            "max_tokens": ([8, 8], "INT32"),
+            flag: ([True, False], "BOOL"),
+        }
+    )
+    with pytest.raises(InferenceServerException, match=f"{flag}: must be the same for every"):
+        final_responses(triton.grpc_url, "generator", [inputs])
