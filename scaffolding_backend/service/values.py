@@ -49,6 +49,17 @@ def all_values(arrays: Arrays, name: str) -> list[Any] | None:
     return [_decoded(name, value) for value in np.asarray(values).reshape(-1)]
 
 
+def row_values(arrays: Arrays, name: str) -> list[list[Any]] | None:
+    """Every row of an input (its first dimension is the batch), each flattened to Python
+    values; None when absent. An input of fewer than two dimensions is one row."""
+    values = arrays.get(name)
+    if values is None:
+        return None
+    table = np.asarray(values)
+    table = table.reshape(1, -1) if table.ndim < 2 else table.reshape(table.shape[0], -1)
+    return [[_decoded(name, value) for value in row] for row in table]
+
+
 def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)

@@ -35,7 +35,7 @@ from ..service.config import (
     ProgramGeneratorConfig,
     resolve_model_dir,
 )
-from ..service.values import Arrays, all_values
+from ..service.values import Arrays, all_values, row_values
 from . import io
 from .metrics import Throttled, release
 
@@ -120,19 +120,14 @@ class GeneratorModel:
 
     @staticmethod
     def _stop_words_per_row(arrays: Arrays, rows: int) -> list[list[str]]:
-        values = arrays.get("stop_words")
-        if values is None:
+        given = row_values(arrays, "stop_words")
+        if given is None:
             return [[] for _ in range(rows)]
-        table = np.asarray(values)
-        table = table.reshape(1, -1) if table.ndim < 2 else table.reshape(table.shape[0], -1)
-        if table.shape[0] not in (1, rows):
+        if len(given) not in (1, rows):
             raise InvalidParameter(
-                "stop_words", f"expected one list or one per prompt ({rows}), got {table.shape[0]}"
+                "stop_words", f"expected one list or one per prompt ({rows}), got {len(given)}"
             )
-        lists = [
-            [word for word in all_values({"stop_words": row}, "stop_words") or [] if word]
-            for row in table
-        ]
+        lists = [[word for word in words if word] for words in given]
         return lists * rows if len(lists) == 1 else lists
 
     def _parse(self, arrays: Arrays) -> tuple[list[GenerationRequest], Options]:
@@ -197,7 +192,8 @@ class GeneratorModel:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         arrays = io.input_arrays(request)
         try:
-            prompts = max(1, len(all_values(arrays, "text_input") or []))
+            # a stop request's rows, counted without decoding its prompts
+            prompts = max(1, np.size(arrays.get("text_input", ())))
             if self._same_for_all(arrays, "stop", False, prompts):
                 self.stops.stop(request.request_id())  # a stop request: end the running one
                 sender.send(pb_utils.InferenceResponse(output_tensors=[]), flags=final)
