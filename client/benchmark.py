@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -266,6 +267,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="also write the numbers to this file")
 
 
+# Triton's error and warning lines, and the line a crash (or a stop) begins with
+TRITON_PROBLEM = re.compile(r"[EW]\d{4} |Signal \(\d+\) received")
+# what a CPU-only machine logs at every start
+NO_GPU_NOISE = (
+    "DCGM unable to start",
+    "CudaDriverHelper has not been initialized",
+    "Unable to allocate pinned system memory",
+)
+
+
 @dataclass(frozen=True)
 class Serving:
     """The server a measurement talks to: its gRPC URL, the gRPC metadata that opens its
@@ -275,6 +286,23 @@ class Serving:
     grpc_url: str
     admin_grpc_headers: dict[str, str]
     cpu_seconds: Callable[[], dict[str, float]] | None = None
+    server_log: Callable[[], str] | None = None  # what the server wrote since its start
+
+    def logged_problems(self, lines: int = 12) -> str:
+        """The last error and warning lines of a server started here, to explain a failure."""
+        if self.server_log is None:
+            return ""
+        # a stub's log lines reach the server through a queue of their own, after the
+        # responses that the failure was seen in
+        time.sleep(1.0)
+        problems = [
+            line
+            for line in self.server_log().splitlines()
+            if TRITON_PROBLEM.match(line) and not any(noise in line for noise in NO_GPU_NOISE)
+        ]
+        if not problems:
+            return ""
+        return "\nthe server's log says:\n" + "\n".join(problems[-lines:])
 
 
 @contextlib.contextmanager
@@ -313,7 +341,12 @@ def serving(
         generator_overrides=generator_overrides,
     ).start()
     try:
-        yield Serving(server.grpc_url, server.admin_grpc_headers, server.cpu_seconds)
+        yield Serving(
+            server.grpc_url,
+            server.admin_grpc_headers,
+            server.cpu_seconds,
+            server.logged_since_start,
+        )
     finally:
         server.stop()
 

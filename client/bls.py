@@ -62,12 +62,36 @@ def perf_analyzer(target: Serving, model: str, input_file: str, concurrency: int
     ]  # fmt: skip
     for name, value in target.admin_grpc_headers.items():
         command += ["-H", f"{name}:{value}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    # perf_analyzer measures at most 10 windows (its --max-trials); once a response has
+    # failed with other requests in flight it can wait forever (perf_analyzer issue 320),
+    # so it gets a bound, and the server's log says what failed
+    limit_s = 60 + 12 * window_ms / 1000
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=limit_s)
+    except subprocess.TimeoutExpired as stuck:
+        printed = "".join(_text(part) for part in (stuck.stdout, stuck.stderr))
+        raise RuntimeError(
+            f"perf_analyzer on {model} did not end within {limit_s:.0f} s; stopped it:\n"
+            f"{_tail(printed)}{target.logged_problems()}"
+        ) from None
     found = SUMMARY.search(result.stdout)
     if result.returncode != 0 or found is None:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-        raise RuntimeError(f"perf_analyzer failed on {model} (exit {result.returncode}):\n{tail}")
+        raise RuntimeError(
+            f"perf_analyzer failed on {model} (exit {result.returncode}):\n"
+            f"{_tail(result.stdout + result.stderr)}{target.logged_problems()}"
+        )
     return float(found.group(2)), int(found.group(3)) / 1000
+
+
+def _text(output: str | bytes | None) -> str:
+    """What a stopped process printed (the timeout hands it over as bytes)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
+def _tail(printed: str, lines: int = 15) -> str:
+    return "\n".join(printed.splitlines()[-lines:])
 
 
 def children_cpu_seconds() -> float:

@@ -339,15 +339,19 @@ class TritonServer:
             f"{self._load_failures()}"
         )
 
-    def _load_failures(self) -> str:
-        """Why models failed to load, from what this start wrote to the log: the first line
-        of each model's error (Triton writes newlines in it as ``\\n``, and the Python
-        stack follows a blank line)."""
+    def logged_since_start(self) -> str:
+        """What this start of the server wrote to its log file ("" without one)."""
         if self.log_file is None or not self.log_file.exists():
             return ""
         with open(self.log_file, "rb") as log:
             log.seek(self._log_start)
-            written = log.read().decode(errors="replace")
+            return log.read().decode(errors="replace")
+
+    def _load_failures(self) -> str:
+        """Why models failed to load, from what this start wrote to the log: the first line
+        of each model's error (Triton writes newlines in it as ``\\n``, and the Python
+        stack follows a blank line)."""
+        written = self.logged_since_start()
         reasons = [
             f"model '{model}' failed to load: {message.split(ESCAPED_NEWLINE)[0]}"
             for model, message in LOAD_FAILURE.findall(written)

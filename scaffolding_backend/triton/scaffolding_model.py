@@ -274,6 +274,10 @@ class ScaffoldingModel:
             details = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
             pb_utils.Logger.log_error(f"{self.name}: worker failed [{reference}]:\n{details}")
             message += f" [log {reference}]"
+        elif failure.reason is Status.WORKER and not failure.client_error:
+            # a sub-request failed on the server's side: the operator's log says so too,
+            # as the vLLM backend's does
+            pb_utils.Logger.log_warn(f"{self.name}: request failed: {message}")
         return message
 
     @staticmethod

@@ -51,3 +51,11 @@ def test_a_failing_reward_model_fails_its_request_and_no_other(triton):
     assert "spent so far" in message  # the account of what it cost comes with the error
     assert _refused_by_fixture(triton) > before
     assert [answer.account["status"] for answer in answers] == ["ok"] * 4
+    # the operator sees it too: a warning in the server's log, without a traceback
+    logged = [
+        line
+        for line in triton.logged_since_start().splitlines()
+        if f"{MODEL}: request failed: worker:" in line
+    ]
+    assert logged and logged[-1].startswith("W"), logged
+    assert "CUDA out of memory (fault fixture)" in logged[-1]

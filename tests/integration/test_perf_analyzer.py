@@ -126,3 +126,28 @@ def test_the_bls_benchmark_measures_both_paths_over_the_echo_engine(perf_analyze
     # and perf_analyzer's own, which the direct path pays per generation, the BLS path per 8
     client = [run["cpu_ms_per_generation"]["perf_analyzer"] for run in (through_bls, direct)]
     assert 0 < client[0] < client[1]
+
+
+def test_a_failing_bls_measurement_says_what_the_server_logged(perf_analyzer, triton, tmp_path):
+    """When perf_analyzer's requests fail, ``scaffolding-bench bls`` stops with perf_analyzer's
+    last words and the server's own log lines, not a bare exit code."""
+    from client.benchmark import Serving
+    from client.bls import perf_analyzer as measure
+
+    parameters = {"samples": 2, "max_tokens": 32, "reward_model": "reward_failing"}
+    row = {
+        "text_input": {"content": ["Tom has 13 apples and buys 8 more. How many now?"]},
+        "method": {"content": ["best_of_n"]},
+        "method_parameters": {"content": [json.dumps(parameters)]},
+    }
+    inputs = tmp_path / "failing.json"
+    inputs.write_text(json.dumps({"data": [row]}))
+    target = Serving(
+        triton.grpc_url, triton.admin_grpc_headers, server_log=triton.logged_since_start
+    )
+    with pytest.raises(RuntimeError) as failure:
+        measure(target, "scaffolding_faulty_reward", str(inputs), 2, 1000)
+    message = str(failure.value)
+    assert message.startswith("perf_analyzer failed on scaffolding_faulty_reward"), message
+    assert "the server's log says:" in message, message
+    assert "CUDA out of memory (fault fixture)" in message.split("the server's log says:")[1]
