@@ -51,6 +51,8 @@ PBTXT_PARAMETER = re.compile(r'key:\s*"(\w+)"\s*,?\s*value:\s*\{\s*string_value:
 # Triton's log line for a model that failed to load (model_lifecycle.cc)
 LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (?:\w+: )?(.*)\"$", re.M)
 ESCAPED_NEWLINE = "\\n"  # a backslash and an n, as Triton's log writes a newline
+# a Python stub's shared-memory file (python_backend names it after a fresh uuid)
+PYTHON_BACKEND_REGION = re.compile(r"/dev/shm/triton_python_backend_shm_region_[0-9a-f-]+")
 
 
 class ServerError(RuntimeError):
@@ -130,6 +132,16 @@ def find_tritonserver() -> TritonInstall:
     if on_path:
         return TritonInstall(binary=Path(on_path), backend_dir=None)
     return _wheel_install()
+
+
+def shared_memory_regions(server_pid: int) -> set[Path]:
+    """The Python backend's shared-memory files the server maps: one per stub, the dead
+    stubs' included (from /proc)."""
+    try:
+        maps = Path(f"/proc/{server_pid}/maps").read_text()
+    except OSError:
+        return set()
+    return {Path(found) for found in PYTHON_BACKEND_REGION.findall(maps)}
 
 
 class TritonServer:
@@ -387,6 +399,7 @@ class TritonServer:
         flight finish (up to 30 s); otherwise the whole process group is killed at once."""
         if self.process is None:
             return
+        regions = shared_memory_regions(self.process.pid)
         try:
             group = os.getpgid(self.process.pid)
         except ProcessLookupError:
@@ -404,6 +417,11 @@ class TritonServer:
         if group is not None:
             with contextlib.suppress(ProcessLookupError):  # stubs that outlived their server
                 os.killpg(group, signal.SIGKILL)
+        # a killed server leaves its stubs' regions in /dev/shm (about 1 MB each, for good);
+        # one stopped gracefully has removed them already
+        for region in regions:
+            with contextlib.suppress(OSError):
+                region.unlink(missing_ok=True)
         self.process = None
 
     def __enter__(self) -> TritonServer:

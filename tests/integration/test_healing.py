@@ -12,7 +12,11 @@ import time
 import pytest
 
 from client.api import ScaffoldingClient, ScaffoldingError
-from scaffolding_backend.server import DEFAULT_MODEL_REPOSITORY, TritonServer
+from scaffolding_backend.server import (
+    DEFAULT_MODEL_REPOSITORY,
+    TritonServer,
+    shared_memory_regions,
+)
 from scaffolding_backend.supervisor import Supervisor, stub_processes, stubs_of
 
 pytestmark = pytest.mark.integration
@@ -72,6 +76,7 @@ def test_a_killed_model_process_heals(healed_server, model, protocol, method, pa
         time.sleep(1.0)
         if all(future.done() for future in in_flight):
             pytest.fail(f"nothing was in flight: {[future.result() for future in in_flight]}")
+        regions = shared_memory_regions(server.process.pid)
         killed = time.monotonic()
         os.kill(_stub_pid(server, model), signal.SIGKILL)
         outcomes = [future.result(timeout=30) for future in in_flight]  # no request hangs
@@ -97,3 +102,6 @@ def test_a_killed_model_process_heals(healed_server, model, protocol, method, pa
         f"took {event['seconds']} s; serving again {serving_after:.1f} s after the kill; {outcomes}"
     )
     assert stubs_of(server.process.pid)[model] >= 1
+    # the shared memory of the stubs that died or were killed went with them
+    still_there = {region for region in regions if region.exists()}
+    assert still_there <= shared_memory_regions(server.process.pid), still_there
