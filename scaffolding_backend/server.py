@@ -181,6 +181,7 @@ class TritonServer:
         self.admin_key = admin_key or os.environ.get(ADMIN_KEY_ENV) or secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
         self.restarting = False  # the supervisor is restarting it: not an unexpected exit
+        self._regions: set[Path] = set()  # its stubs' shared memory, read once it was ready
         # models of the repository left unloaded, and why (start() decides)
         self.not_loaded: dict[str, str] = {}
 
@@ -319,6 +320,8 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        # a server that dies has no /proc to read them from when it is stopped
+        self._regions = shared_memory_regions(self.process.pid)
         return self
 
     def _wait_ready(self, should_stop) -> None:
@@ -399,7 +402,7 @@ class TritonServer:
         flight finish (up to 30 s); otherwise the whole process group is killed at once."""
         if self.process is None:
             return
-        regions = shared_memory_regions(self.process.pid)
+        regions = self._regions | shared_memory_regions(self.process.pid)
         try:
             group = os.getpgid(self.process.pid)
         except ProcessLookupError:
@@ -422,6 +425,7 @@ class TritonServer:
         for region in regions:
             with contextlib.suppress(OSError):
                 region.unlink(missing_ok=True)
+        self._regions = set()
         self.process = None
 
     def __enter__(self) -> TritonServer:
@@ -525,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 code = 1
                 print("tritonserver could not be restarted; see its log", file=sys.stderr)
                 break
-            elif process.poll() is not None:
+            elif process.poll() is not None and (supervisor is None or supervisor.gave_up):
                 code = process.returncode or 1
                 print(
                     f"tritonserver exited unexpectedly with code {process.returncode}",

@@ -11,6 +11,13 @@ processes (its children) and, when a model has lost one:
   of a dead stub's streams, so they would hang; the whole server is restarted, which
   ends every stream with a transport error the client sees at once.
 
+* tritonserver itself dying is restarted too, at most ``max_server_restarts`` times in
+  ``restart_window_s``; past that the supervisor gives up (``gave_up``) and the launcher
+  exits with the server's code. One way it dies, seen here: python_backend r24.10 (Triton
+  2.51) calls a stub "not healthy" when it has not answered for a second, and the server
+  then aborts with ``boost::interprocess::lock_exception`` (Triton issue 8882 reports the
+  same abort on 2.55); stopping the generator's stub for 2.5 s under load does it.
+
 What it did goes to the launcher's output, one line each.
 """
 
@@ -74,12 +81,18 @@ class Supervisor(threading.Thread):
         *,
         interval_s: float = 1.0,
         report: Callable[[str], None] = print,
+        max_server_restarts: int = 3,
+        restart_window_s: float = 600.0,
     ):
         super().__init__(name="triton-supervisor", daemon=True)
         self.server = server
         self.interval_s = interval_s
         self.report = report
+        self.max_server_restarts = max_server_restarts
+        self.restart_window_s = restart_window_s
         self.events: list[dict] = []  # what it did, for tests and logs
+        self.gave_up = False  # tritonserver kept dying: the launcher takes over
+        self._server_deaths: list[float] = []
         self._stopping = threading.Event()
         self._expected: Counter[str] = Counter()
 
@@ -94,8 +107,11 @@ class Supervisor(threading.Thread):
         self._baseline()
         while not self._stopping.wait(self.interval_s):
             process = self.server.process
-            if process is None or process.poll() is not None:
-                continue  # the launcher reports a dead server itself
+            if self.gave_up or process is None or self.server.restarting:
+                continue
+            if process.poll() is not None:
+                self._server_died(process.returncode)
+                continue
             current = stubs_of(process.pid)
             lost = sorted(
                 model for model, count in self._expected.items() if current[model] < count
@@ -127,6 +143,30 @@ class Supervisor(threading.Thread):
                 f"supervisor: {', '.join(lost)} serving again after {seconds:.1f} s ({action})"
             )
             self._baseline()
+
+    def _server_died(self, code: int) -> None:
+        now = time.monotonic()
+        self._server_deaths = [
+            died for died in self._server_deaths if now - died < self.restart_window_s
+        ] + [now]
+        if len(self._server_deaths) > self.max_server_restarts:
+            self.gave_up = True
+            self.report(
+                f"supervisor: tritonserver died (code {code}) {len(self._server_deaths)} times "
+                f"within {self.restart_window_s:.0f} s; not restarting it again"
+            )
+            return
+        log = f" (its log: {self.server.log_file})" if self.server.log_file else ""
+        self.report(f"supervisor: tritonserver died (code {code}){log}; restarting it")
+        try:
+            self.server.restart()
+        except Exception as error:  # the next round sees it dead again and counts it
+            self.report(f"supervisor: could not restart tritonserver: {error}")
+            return
+        seconds = time.monotonic() - now
+        self.events.append({"models": [], "action": "server restart", "seconds": round(seconds, 2)})
+        self.report(f"supervisor: tritonserver serving again after {seconds:.1f} s")
+        self._baseline()
 
     def _post(self, path: str) -> None:
         request = urllib.request.Request(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffolding_backend.server import REPO_ROOT, free_port
+from scaffolding_backend.server import REPO_ROOT, free_port, shared_memory_regions
 
 SHIPPED_GENERATOR = REPO_ROOT / "models" / "generator"
 
@@ -78,11 +78,26 @@ def test_launcher_prints_urls_and_stops_without_orphans(tmp_path):
             if g == group and "triton_python_backend_stub" in cmdline(pid)
         ]
         assert stubs, "the Python models run in stub processes"
+        # tritonserver itself dies (as python_backend's abort kills it): the supervisor
+        # starts it again on the same ports
+        regions = shared_memory_regions(server_pids[0])
+        os.kill(server_pids[0], signal.SIGABRT)
+        restarted = ""
+        while time.monotonic() < deadline and "serving again" not in restarted:
+            restarted += launcher.stdout.readline()
+        assert "tritonserver died (code -6)" in restarted and "restarting it" in restarted, (
+            restarted
+        )
+        assert "tritonserver serving again" in restarted, restarted
+        [new_pid] = [pid for pid in process_groups() if f"--http-port={ports[0]}" in cmdline(pid)]
+        assert new_pid != server_pids[0]
+        assert not [region for region in regions if region.exists()]  # the dead one's freed
+        new_group = os.getpgid(new_pid)
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 0
         assert "stopping" in launcher.stdout.read()
         time.sleep(0.5)
-        assert [pid for pid, g in process_groups().items() if g == group] == []
+        assert [pid for pid, g in process_groups().items() if g in (group, new_group)] == []
     finally:
         if launcher.poll() is None:
             launcher.kill()
