@@ -403,11 +403,11 @@ class TritonServer:
         if self.process is None:
             return
         regions = self._regions | shared_memory_regions(self.process.pid)
-        try:
-            group = os.getpgid(self.process.pid)
-        except ProcessLookupError:
-            group = None
-        if not graceful and group is not None:
+        # started in a session of its own, the server leads its process group, whose id is
+        # its pid: that still names the stubs once the server itself has died (a stub
+        # stuck in a BLS call outlives a crashed server otherwise)
+        group = self.process.pid
+        if not graceful:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
         if self.process.poll() is None:
@@ -417,9 +417,8 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if group is not None:
-            with contextlib.suppress(ProcessLookupError):  # stubs that outlived their server
-                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # stubs that outlived their server
+            os.killpg(group, signal.SIGKILL)
         # a killed server leaves its stubs' regions in /dev/shm (about 1 MB each, for good);
         # one stopped gracefully has removed them already
         for region in regions:
