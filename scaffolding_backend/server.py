@@ -30,7 +30,13 @@ from pathlib import Path
 
 from .sandbox import SandboxUnavailable
 from .service.config import ConfigError, GeneratorConfig, SandboxConfig
-from .supervisor import Supervisor, process_stat, stub_processes
+from .supervisor import (
+    Supervisor,
+    dead_stubs,
+    describe_wait_status,
+    process_stat,
+    stub_processes,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
@@ -51,6 +57,8 @@ PBTXT_PARAMETER = re.compile(r'key:\s*"(\w+)"\s*,?\s*value:\s*\{\s*string_value:
 # Triton's log line for a model that failed to load (model_lifecycle.cc)
 LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (?:\w+: )?(.*)\"$", re.M)
 ESCAPED_NEWLINE = "\\n"  # a backslash and an n, as Triton's log writes a newline
+STUB_REAP_S = 2.0  # a dead stub Triton has not reaped by then, it never will
+LOADING = re.compile(r'"loading: ([^:"]+):\d+"')  # model_lifecycle.cc, as a load begins
 # a Python stub's shared-memory file (python_backend names it after a fresh uuid)
 PYTHON_BACKEND_REGION = re.compile(r"/dev/shm/triton_python_backend_shm_region_[0-9a-f-]+")
 
@@ -329,9 +337,22 @@ class TritonServer:
         assert process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
+        stubs: dict[int, str] = {}  # the stubs seen so far, and their model
+        dead_since: dict[int, float] = {}  # unreaped dead stubs, from when
         while time.monotonic() < deadline:
             if should_stop():
                 raise ServerError("stopped by a signal during start-up")
+            stubs.update(stub_processes(process.pid))
+            dead = dead_stubs(process.pid)
+            dead_since = {pid: dead_since.get(pid, time.monotonic()) for pid in dead}
+            # Triton reaps the stubs it lets end (auto-complete, a failed initialize) at once
+            left_dead = {
+                pid: status
+                for pid, status in dead.items()
+                if time.monotonic() - dead_since[pid] > STUB_REAP_S
+            }
+            if left_dead:
+                raise ServerError(self._dead_stubs_reason(left_dead, stubs))
             if process.poll() is not None:
                 hint = (
                     f"; see {self.log_file}"
@@ -352,6 +373,30 @@ class TritonServer:
         raise ServerError(
             f"tritonserver was not ready within {self.startup_timeout_s:.0f} s"
             f"{self._load_failures()}"
+        )
+
+    def _dead_stubs_reason(self, dead: dict[int, int], stubs: dict[int, str]) -> str:
+        written = self.logged_since_start()
+        loading = [
+            model
+            for model in dict.fromkeys(LOADING.findall(written))
+            if f"successfully loaded '{model}'" not in written
+        ]
+        reasons = []
+        for pid, status in dead.items():
+            model = stubs.get(pid)
+            named = (
+                f"the Python stub of model '{model}'"
+                if model
+                else "a Python stub"
+                + (f" (models still loading: {', '.join(map(repr, loading))})" if loading else "")
+            )
+            reasons.append(f"{named} {describe_wait_status(status)} during start-up")
+        hint = f"; see {self.log_file}" if self.log_file else "; run with --log-file to see more"
+        return (
+            "; ".join(reasons)
+            + " (Triton does not notice: a load would wait for it forever)"
+            + f"{self._load_failures()}{hint}"
         )
 
     def logged_since_start(self) -> str:

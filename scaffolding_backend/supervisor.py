@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -60,6 +61,36 @@ def stub_processes(server_pid: int) -> list[tuple[int, str]]:
         if model:
             found.append((int(entry.name), model.group(1)))
     return found
+
+
+def dead_stubs(server_pid: int) -> dict[int, int]:
+    """The server's stub processes that have died and that it has not reaped: their wait
+    status (``/proc/<pid>/stat`` field 52). Triton reaps a stub that ends as it expects; one
+    that dies while loading its model stays a zombie, and the load waits for it forever."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            fields = process_stat(entry.name)
+            if fields[0] == "Z" and int(fields[1]) == server_pid and STUB.startswith(comm):
+                found[int(entry.name)] = int(fields[49])
+        except (OSError, ValueError, IndexError):
+            continue  # gone in the meantime
+    return found
+
+
+def describe_wait_status(status: int) -> str:
+    number = status & 0x7F
+    if not number:
+        return f"exited with status {status >> 8}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    oom = " (what the kernel's out-of-memory killer sends)" if number == signal.SIGKILL else ""
+    return f"was killed by {name}{oom}"
 
 
 def stubs_of(server_pid: int) -> Counter[str]:

@@ -231,3 +231,36 @@ def test_a_model_that_fails_to_load_is_named_with_its_reason(tmp_path):
     assert "'model_dir'" in message and "no-such-model" in message and "does not exist" in message
     assert "old news" not in message  # only what this start wrote
     assert server.process is None or server.process.poll() is not None
+
+
+@pytest.mark.parametrize(
+    ("crash", "how"),
+    [
+        ("import os\nos.abort()\n", "was killed by SIGABRT"),
+        # after a second: a stub seen alive is named by its model
+        ("import os, time\ntime.sleep(1.5)\nos._exit(7)\n", "exited with status 7"),
+    ],
+)
+def test_a_stub_that_dies_while_loading_fails_the_start_at_once(tmp_path, crash, how):
+    """Triton 2.51 waits forever for a stub that dies while its model loads (a crash at
+    import, the OOM killer); the start fails within seconds, naming it, instead of after
+    the 300 s start-up timeout."""
+    from scaffolding_backend.server import ServerError, TritonServer
+
+    model = tmp_path / "repository" / "crashing"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(crash)
+    (model / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+    )
+    server = TritonServer(model.parent, log_file=tmp_path / "server.log", startup_timeout_s=120)
+    started = time.monotonic()
+    with pytest.raises(ServerError) as raised:
+        server.start()
+    message = str(raised.value)
+    assert how in message and "during start-up" in message, message
+    assert "'crashing'" in message, message
+    assert time.monotonic() - started < 60
+    assert server.process is None
