@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 STUB = "triton_python_backend_stub"
@@ -44,22 +44,34 @@ def process_stat(pid: int | str) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def stub_processes(server_pid: int) -> list[tuple[int, str]]:
-    """The stub processes under the server process, with their model's name (from /proc)."""
-    found = []
+def _stub_children(server_pid: int) -> Iterator[tuple[int, list[str], Path]]:
+    """The server's child processes that are (or were) Python stubs: pid, the fields of
+    their stat, and their /proc entry."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            parent = int(process_stat(entry.name)[1])
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = process_stat(entry.name)
+            # the kernel keeps the first 15 characters of a command's name
+            if int(fields[1]) == server_pid and (entry / "comm").read_text().strip() == STUB[:15]:
+                yield int(entry.name), fields, entry
         except (OSError, ValueError, IndexError):
             continue  # gone in the meantime
-        if parent != server_pid or len(arguments) < 2 or not arguments[0].endswith(STUB.encode()):
-            continue
-        model = MODEL_PATH.search(arguments[1].decode(errors="replace"))
+
+
+def stub_processes(server_pid: int) -> list[tuple[int, str]]:
+    """The stub processes under the server process, with their model's name (from /proc)."""
+    found = []
+    for pid, _, entry in _stub_children(server_pid):
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone in the meantime
+        model = (
+            MODEL_PATH.search(arguments[1].decode(errors="replace")) if len(arguments) > 1 else None
+        )
         if model:
-            found.append((int(entry.name), model.group(1)))
+            found.append((pid, model.group(1)))
     return found
 
 
@@ -67,18 +79,9 @@ def dead_stubs(server_pid: int) -> dict[int, int]:
     """The server's stub processes that have died and that it has not reaped: their wait
     status (``/proc/<pid>/stat`` field 52). Triton reaps a stub that ends as it expects; one
     that dies while loading its model stays a zombie, and the load waits for it forever."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            fields = process_stat(entry.name)
-            if fields[0] == "Z" and int(fields[1]) == server_pid and STUB.startswith(comm):
-                found[int(entry.name)] = int(fields[49])
-        except (OSError, ValueError, IndexError):
-            continue  # gone in the meantime
-    return found
+    return {
+        pid: int(fields[49]) for pid, fields, _ in _stub_children(server_pid) if fields[0] == "Z"
+    }
 
 
 def describe_wait_status(status: int) -> str:
