@@ -15,8 +15,9 @@ processes (its children) and, when a model has lost one:
   ``restart_window_s``; past that the supervisor gives up (``gave_up``) and the launcher
   exits with the server's code. One way it dies, seen here: python_backend r24.10 (Triton
   2.51) calls a stub "not healthy" when it has not answered for a second, and the server
-  then aborts with ``boost::interprocess::lock_exception`` (Triton issue 8882 reports the
-  same abort on 2.55); stopping the generator's stub for 2.5 s under load does it.
+  can then abort with ``boost::interprocess::lock_exception`` (Triton issue 8882 reports
+  the same abort on 2.55); stopping the generator's stub for 2.5 s under load did it in 2
+  of 5 tries.
 
 What it did goes to the launcher's output, one line each.
 """
