@@ -2,12 +2,11 @@
 card's numbers."""
 
 import json
-import socket
 
 import pytest
 
 from client import evaluate
-from scaffolding_backend.server import REPO_ROOT
+from scaffolding_backend.server import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.integration
 # written by: scaffolding-eval --preset model-card --limit 200 --out runs/model-card
@@ -81,20 +80,14 @@ def test_model_card_numbers_reproduce_on_a_subset(triton, tmp_path):
         assert abs(run["accuracy"] - expected) <= TOLERANCE, (label, run["accuracy"], expected)
 
 
-def _unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_eval_refuses_a_url_where_no_server_is_ready():
-    url = f"127.0.0.1:{_unused_port()}"
+    url = f"127.0.0.1:{free_port()}"
     with pytest.raises(SystemExit, match=f"no ready Triton server answers grpc at {url}"):
         evaluate.main(["--url", url, "--limit", "2", "--methods", "cot", "--budgets", "1"])
 
 
 def test_eval_stops_when_the_server_stops_answering_instead_of_scoring_its_absence():
-    url = f"127.0.0.1:{_unused_port()}"
+    url = f"127.0.0.1:{free_port()}"
     runs = evaluate.plan_runs(["cot"], [1])
     rows = [{"question": "Tom has 3 pens. He buys 2 more. How many pens now?", "answer": "5"}] * 6
     with pytest.raises(evaluate.ServerGone, match=r"stopped answering after \d of 6 requests"):
