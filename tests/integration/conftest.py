@@ -62,11 +62,19 @@ def http_client(triton):
 
 
 @pytest.fixture
-def generator_requests(http_client, triton):
+def request_outcomes(http_client, triton):
+    """``request_outcomes(model)``: how many requests the model has answered successfully
+    and how many it failed, from Triton's own statistics."""
+
+    def outcomes(model: str) -> tuple[int, int]:
+        stats = http_client.get_inference_statistics(model, headers=triton.admin_headers)
+        counts = stats["model_stats"][0]["inference_stats"]
+        return int(counts["success"]["count"]), int(counts["fail"]["count"])
+
+    return outcomes
+
+
+@pytest.fixture
+def generator_requests(request_outcomes):
     """How many requests the generator has completed, from Triton's own statistics."""
-
-    def count() -> int:
-        stats = http_client.get_inference_statistics("generator", headers=triton.admin_headers)
-        return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
-
-    return count
+    return lambda: request_outcomes("generator")[0]

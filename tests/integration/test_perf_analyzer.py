@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import pytest
-import tritonclient.http as http
 
 from scaffolding_backend.server import REPO_ROOT
 
@@ -58,25 +57,13 @@ def admin_header_options(triton, protocol: str) -> list[str]:
     return [option for name, value in headers.items() for option in ("-H", f"{name}:{value}")]
 
 
-def request_outcomes(triton, model: str) -> tuple[int, int]:
-    """How many requests the model has answered successfully and how many it failed, from
-    Triton's statistics."""
-    client = http.InferenceServerClient(triton.http_url)
-    try:
-        stats = client.get_inference_statistics(model, headers=triton.admin_headers)
-    finally:
-        client.close()
-    counts = stats["model_stats"][0]["inference_stats"]
-    return int(counts["success"]["count"]), int(counts["fail"]["count"])
-
-
 @pytest.mark.parametrize(
     ("model", "protocol", "input_file", "extra"),
     CASES,
     ids=[f"{model}-{input_file.removesuffix('.json')}" for model, _, input_file, _ in CASES],
 )
 def test_perf_analyzer_loads_model(
-    perf_analyzer, triton, tmp_path, model, protocol, input_file, extra
+    perf_analyzer, triton, request_outcomes, tmp_path, model, protocol, input_file, extra
 ):
     if model in triton.not_loaded:
         pytest.skip(f"{model} is not loaded here: {triton.not_loaded[model]}")
@@ -100,7 +87,7 @@ def test_perf_analyzer_loads_model(
         *admin_header_options(triton, protocol),
         *extra,
     ]
-    before = request_outcomes(triton, model)
+    before = request_outcomes(model)
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(command)}\nexit {result.returncode}:\n{output}"
@@ -110,7 +97,7 @@ def test_perf_analyzer_loads_model(
     # response, and a decoupled request is counted only when its execute has returned
     # (perf_analyzer once printed "Successful request count: 5" for 6 answered requests)
     deadline = time.monotonic() + 10
-    while (after := request_outcomes(triton, model))[0] - before[0] < REQUESTS:
+    while (after := request_outcomes(model))[0] - before[0] < REQUESTS:
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)

@@ -544,19 +544,14 @@ PAL_QUESTION = (
 )
 
 
-def _program_generator_requests(http_client, triton) -> int:
-    stats = http_client.get_inference_statistics("program_generator", headers=triton.admin_headers)
-    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
-
-
-def test_pal_runs_the_generated_program(triton, http_client):
-    before = _program_generator_requests(http_client, triton)
+def test_pal_runs_the_generated_program(triton, request_outcomes):
+    before, _ = request_outcomes("program_generator")
     with ScaffoldingClient(triton.grpc_url, "grpc") as client:
         result = client.ask(PAL_QUESTION, "pal", {}, seed=1)
     account = result.account
     assert account["sub_requests_by_model"] == {"program_generation": 1, "sandbox": 1}
     # the program was written by the program generator model
-    assert _program_generator_requests(http_client, triton) == before + 1
+    assert request_outcomes("program_generator")[0] == before + 1
     [candidate] = account["candidates"]
     assert "# output:" in candidate["text"] or "# failed" in candidate["text"]
     [run] = account["runs"]
