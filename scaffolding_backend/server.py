@@ -32,9 +32,9 @@ from .sandbox import SandboxUnavailable
 from .service.config import ConfigError, GeneratorConfig, SandboxConfig
 from .supervisor import (
     Supervisor,
-    dead_stubs,
     describe_wait_status,
     process_stat,
+    stub_census,
     stub_processes,
 )
 
@@ -342,8 +342,8 @@ class TritonServer:
         while time.monotonic() < deadline:
             if should_stop():
                 raise ServerError("stopped by a signal during start-up")
-            stubs.update(stub_processes(process.pid))
-            dead = dead_stubs(process.pid)
+            live, dead = stub_census(process.pid)
+            stubs.update(live)
             dead_since = {pid: dead_since.get(pid, time.monotonic()) for pid in dead}
             # Triton reaps the stubs it lets end (auto-complete, a failed initialize) at once
             left_dead = {

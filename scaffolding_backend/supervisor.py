@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 STUB = "triton_python_backend_stub"
@@ -45,44 +45,37 @@ def process_stat(pid: int | str) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def _stub_children(server_pid: int) -> Iterator[tuple[int, list[str], Path]]:
-    """The server's child processes that are (or were) Python stubs: pid, the fields of
-    their stat, and their /proc entry."""
+def stub_census(server_pid: int) -> tuple[list[tuple[int, str]], dict[int, int]]:
+    """The server's stub processes, from one walk of /proc: the live ones with their
+    model's name, and the dead ones it has not reaped with their wait status
+    (``/proc/<pid>/stat`` field 52). Triton reaps a stub that ends as it expects; one that
+    dies while loading its model stays a zombie, and the load waits for it forever."""
+    live, dead = [], {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = process_stat(entry.name)
             # the kernel keeps the first 15 characters of a command's name
-            if int(fields[1]) == server_pid and (entry / "comm").read_text().strip() == STUB[:15]:
-                yield int(entry.name), fields, entry
-        except (OSError, ValueError, IndexError):
-            continue  # gone in the meantime
-
-
-def stub_processes(server_pid: int) -> list[tuple[int, str]]:
-    """The stub processes under the server process, with their model's name (from /proc)."""
-    found = []
-    for pid, _, entry in _stub_children(server_pid):
-        try:
+            if int(fields[1]) != server_pid or (entry / "comm").read_text().strip() != STUB[:15]:
+                continue
+            if fields[0] == "Z":  # a zombie keeps no command line
+                dead[int(entry.name)] = int(fields[49])
+                continue
             arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue  # gone in the meantime
         model = (
             MODEL_PATH.search(arguments[1].decode(errors="replace")) if len(arguments) > 1 else None
         )
         if model:
-            found.append((pid, model.group(1)))
-    return found
+            live.append((int(entry.name), model.group(1)))
+    return live, dead
 
 
-def dead_stubs(server_pid: int) -> dict[int, int]:
-    """The server's stub processes that have died and that it has not reaped: their wait
-    status (``/proc/<pid>/stat`` field 52). Triton reaps a stub that ends as it expects; one
-    that dies while loading its model stays a zombie, and the load waits for it forever."""
-    return {
-        pid: int(fields[49]) for pid, fields, _ in _stub_children(server_pid) if fields[0] == "Z"
-    }
+def stub_processes(server_pid: int) -> list[tuple[int, str]]:
+    """The live stub processes under the server process, with their model's name."""
+    return stub_census(server_pid)[0]
 
 
 def describe_wait_status(status: int) -> str:
