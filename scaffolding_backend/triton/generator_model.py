@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,20 +96,33 @@ class GeneratorModel:
     # -- parsing ------------------------------------------------------------------------------
 
     @staticmethod
-    def _per_row(arrays: Arrays, name: str, kind: type, default: Any, rows: int) -> list[Any]:
-        """An input's value for each prompt of the request. With max_batch_size, a client's
-        batch of B prompts sends every input as [B, 1] (TensorRT-LLM's per-row sampling
-        inputs); one element holds for every prompt."""
+    def _per_row(
+        arrays: Arrays,
+        name: str,
+        kind: type,
+        default: Any,
+        rows: int,
+        valid: Callable[[Any], bool] = lambda _: True,
+        rule: str = "",
+    ) -> list[Any]:
+        """An input's value for each prompt of the request, each given one ``valid`` (else
+        refused with ``rule``). With max_batch_size, a client's batch of B prompts sends every
+        input as [B, 1] (TensorRT-LLM's per-row sampling inputs); one element holds for
+        every prompt."""
         values = all_values(arrays, name)
         if values is None:
             return [default] * rows
         if len(values) == 1:
-            return [kind(values[0])] * rows
-        if len(values) != rows:
+            values = values * rows
+        elif len(values) != rows:
             raise InvalidParameter(
                 name, f"expected one element or one per prompt ({rows}), got {len(values)}"
             )
-        return [kind(value) for value in values]
+        converted = [kind(value) for value in values]
+        for value in converted:
+            if not valid(value):
+                raise InvalidParameter(name, f"{rule}, got {value}")
+        return converted
 
     def _same_for_all(self, arrays: Arrays, name: str, default: bool, rows: int) -> bool:
         """A flag of the whole request (it decides how the request is answered): every row
@@ -139,23 +153,18 @@ class GeneratorModel:
         rows = len(prompts)
         if arrays.get("max_tokens") is None:
             raise InvalidParameter("max_tokens", "is required")
-        max_tokens = self._per_row(arrays, "max_tokens", int, None, rows)
         cap = self.config.max_tokens_cap
-        for value in max_tokens:
-            if not 1 <= value <= cap:
-                raise InvalidParameter("max_tokens", f"must be between 1 and {cap}, got {value}")
-        temperatures = self._per_row(arrays, "temperature", float, 1.0, rows)
-        for value in temperatures:
-            if not value >= 0:
-                raise InvalidParameter("temperature", f"must be >= 0, got {value}")
-        top_ps = self._per_row(arrays, "top_p", float, 1.0, rows)
-        for value in top_ps:
-            if not 0 < value <= 1:
-                raise InvalidParameter("top_p", f"must be in (0, 1], got {value}")
-        top_ks = self._per_row(arrays, "top_k", int, 0, rows)
-        for value in top_ks:
-            if value < 0:
-                raise InvalidParameter("top_k", f"must be >= 0, got {value}")
+        max_tokens = self._per_row(
+            arrays, "max_tokens", int, None, rows, lambda v: 1 <= v <= cap,
+            f"must be between 1 and {cap}",
+        )  # fmt: skip
+        temperatures = self._per_row(
+            arrays, "temperature", float, 1.0, rows, lambda v: v >= 0, "must be >= 0"
+        )
+        top_ps = self._per_row(
+            arrays, "top_p", float, 1.0, rows, lambda v: 0 < v <= 1, "must be in (0, 1]"
+        )
+        top_ks = self._per_row(arrays, "top_k", int, 0, rows, lambda v: v >= 0, "must be >= 0")
         seed_name = "seed" if arrays.get("seed") is not None else "random_seed"
         seeds = self._per_row(arrays, seed_name, int, None, rows)
         stop_words = self._stop_words_per_row(arrays, rows)
