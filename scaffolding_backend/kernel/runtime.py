@@ -213,6 +213,8 @@ class Runtime:
             if isinstance(task, GenerationTask) and task.sampled and task.seed is None:
                 task.seed = derive_seed(account.seed, branch.path, branch.sampled_tasks)
                 branch.sampled_tasks += 1
+            if isinstance(task, GenerationTask) and settled is not None:
+                task.foldable = False
             if (
                 isinstance(task, GenerationTask)
                 and task.stream_as is not None

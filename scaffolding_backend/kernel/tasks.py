@@ -70,6 +70,10 @@ class GenerationTask(Task):
     # a candidate answer's text: when the request asks for tokens, the runtime streams it
     # to the client as it is written, under this label
     stream_as: str | None = None
+    # set by the runtime: False where the result is wanted the moment it is done (a yield
+    # that may settle before every task has finished), so a worker must not fold it into
+    # one request with others that finish later
+    foldable: bool = field(default=True, repr=False)
     # filled in by the worker
     output_text: str | None = None
     num_prompt_tokens: int = 0

@@ -195,6 +195,9 @@ class ScaffoldingConfig(ModelConfig):
     # sub-requests beyond the second wait for a slot (each waiting BLS call holds a thread)
     max_concurrent_requests: int = 256
     max_inflight_subrequests: int | None = None  # unset: bls_threads
+    # generations of one step that may go as the rows of one BLS request (a target whose
+    # contract takes batches: native); 1 sends one request per generation
+    fold_generations: int = 1
 
     def validate(self) -> None:
         from ..controllers import METHODS  # the registries decide which names exist
@@ -221,6 +224,7 @@ class ScaffoldingConfig(ModelConfig):
             "max_question_chars",
             "bls_threads",
             "max_concurrent_requests",
+            "fold_generations",
         )
         if (
             self.max_inflight_subrequests is not None

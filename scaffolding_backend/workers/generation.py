@@ -66,7 +66,9 @@ def generation_worker_factory(config: ScaffoldingConfig, model_repository: str) 
         decoupled=config.generator_decoupled,
         stream=config.generator_stream,
     )
-    return lambda context: BLSGenerationWorker(config.generator_model, contract, context, counter)
+    return lambda context: BLSGenerationWorker(
+        config.generator_model, contract, context, counter, config.fold_generations
+    )
 
 
 def program_generation_worker_factory(
@@ -80,4 +82,6 @@ def program_generation_worker_factory(
     from .triton_bls import BLSGenerationWorker
 
     contract = TRITON_CONTRACTS["native"]()
-    return lambda context: BLSGenerationWorker(config.program_generator, contract, context, None)
+    return lambda context: BLSGenerationWorker(
+        config.program_generator, contract, context, None, config.fold_generations
+    )

@@ -28,7 +28,7 @@ from ..kernel.runtime import TaskDone, WorkerError
 from ..kernel.tasks import GenerationTask, RewardTask, Task
 from .context import RequestContext
 from .contracts import TritonContract, TritonRequest, finish
-from .contracts.base import TokenCounter
+from .contracts.base import TokenCounter, rows_of
 
 _executor_loops: set[int] = set()
 # request ids the generator's stop input finds a generation by: unique per stub with a counter
@@ -184,26 +184,59 @@ async def send(
 
 
 class BLSGenerationWorker:
+    """Sends generation tasks to a Triton model, one task per request; with ``fold`` above 1
+    and a target that takes batches, the tasks of one yield that neither stream nor are
+    wanted alone (``foldable``) go as the rows of requests of up to ``fold`` tasks. A fold
+    costs one BLS call instead of one per task, and its tasks finish together."""
+
     def __init__(
         self,
         model: str,
         contract: TritonContract,
         context: RequestContext,
         counter: TokenCounter | None,
+        fold: int = 1,
     ):
         self.model = model
         self.contract = contract
         self.context = context
         self.counter = counter
+        self.fold = fold if contract.capabilities.batches else 1
+
+    def _requests_for(self, tasks: list[GenerationTask]) -> list[list[GenerationTask]]:
+        """The tasks of each request to send."""
+        if self.fold == 1:
+            return [[task] for task in tasks]
+        alone = [[task] for task in tasks if not self._foldable(task)]
+        # rows of one request must agree on the flags that decide how it is answered
+        by_flags: dict[bool, list[GenerationTask]] = {}
+        for task in tasks:
+            if self._foldable(task):
+                by_flags.setdefault(task.return_log_probs, []).append(task)
+        folds = [
+            group[start : start + self.fold]
+            for group in by_flags.values()
+            for start in range(0, len(group), self.fold)
+        ]
+        return alone + folds
+
+    def _foldable(self, task: GenerationTask) -> bool:
+        return task.foldable and not self.contract.streams_for(task)
 
     async def _send_decoupled(
-        self, task: GenerationTask, request: TritonRequest
+        self, tasks: list[GenerationTask], request: TritonRequest
     ) -> list[dict[str, np.ndarray]]:
         """Every response's outputs, in order (a decoupled target may send several, and a
         last one with no outputs that only carries the final flag). Streamed chunks go to
-        the task's ``on_chunk`` as they come; a stop the task asks for goes to the engine."""
+        the task's ``on_chunk`` as they come; a stop the tasks ask for goes to the engine."""
         request_id = f"{_REQUEST_ID_PREFIX}-{next(_request_numbers)}"
-        task.on_stop(lambda: self._stop(request_id))
+
+        def stop_when_none_is_wanted() -> None:
+            if all(task.stop_requested for task in tasks):
+                self._stop(request_id)
+
+        for task in tasks:
+            task.on_stop(stop_when_none_is_wanted)
         try:
             # async_exec returns with the first response: for a generation that does not
             # stream, once it has ended. A cancel that comes meanwhile must reach the engine.
@@ -213,7 +246,8 @@ class BLSGenerationWorker:
         except asyncio.CancelledError:
             self._stop(request_id)
             raise
-        streamed = self.contract.streams_for(task)
+        # only a request of one task streams (a fold never does)
+        task, streamed = tasks[0], self.contract.streams_for(tasks[0])
         collected: list[dict[str, np.ndarray]] = []
         loop = asyncio.get_running_loop()
         try:
@@ -264,33 +298,43 @@ class BLSGenerationWorker:
         responses = await send_decoupled(request)
         await asyncio.get_running_loop().run_in_executor(None, responses.exhaust)
 
-    async def _run_one(self, task: GenerationTask, on_done: TaskDone) -> None:
-        request = self.contract.request(task)
+    async def _run_request(self, tasks: list[GenerationTask], on_done: TaskDone) -> None:
+        if len(tasks) == 1:
+            request = self.contract.request(tasks[0])
+        else:
+            request = self.contract.batch_request(tasks)
         for _ in range(1 + RESENDS_OF_A_LOST_GENERATION):
             async with self.context.slot():
                 if self.contract.decoupled:
-                    responses = await self._send_decoupled(task, request)
+                    responses = await self._send_decoupled(tasks, request)
                 else:
                     responses = [await send(self.model, request, self.context)]
             if responses:
                 break
-            # the same inputs and seed: the same generation
+            # the same inputs and seeds: the same generations
             pb_utils.Logger.log_warn(
                 f"model '{self.model}': a decoupled BLS request ended with no response; sent again"
             )
         else:
             raise SubRequestFailed(f"model '{self.model}' sent no response with outputs")
-        finish(task, self.contract.reply(task, responses), self.counter)
-        if task.on_chunk is not None and not self.contract.streams_for(task):
-            task.on_chunk(task, task.output_text or "", task.token_log_probs or [])  # all at once
-        on_done(task)
+        if len(tasks) == 1:
+            per_task = [responses]
+        else:  # a fold is answered by one response holding a row per task
+            rows = [rows_of(outputs, len(tasks)) for outputs in responses]
+            per_task = [[response[index] for response in rows] for index in range(len(tasks))]
+        for task, task_responses in zip(tasks, per_task):
+            finish(task, self.contract.reply(task, task_responses), self.counter)
+            if task.on_chunk is not None and not self.contract.streams_for(task):
+                task.on_chunk(task, task.output_text or "", task.token_log_probs or [])  # at once
+            on_done(task)
 
     async def run(self, tasks: list[Task], on_done: TaskDone) -> int:
-        # One BLS request per task: the generator's dynamic batcher (or TensorRT-LLM's
-        # in-flight batcher) groups them, across requests as well as within one.
+        # Unfolded, one BLS request per task: the generator's in-flight batching (or
+        # TensorRT-LLM's) runs them together, across requests as well as within one.
         generations = [task for task in tasks if isinstance(task, GenerationTask)]
-        await asyncio.gather(*(self._run_one(task, on_done) for task in generations))
-        return len(generations)
+        requests = self._requests_for(generations)
+        await asyncio.gather(*(self._run_request(group, on_done) for group in requests))
+        return len(requests)
 
 
 class BLSRewardWorker:

@@ -28,6 +28,12 @@ SHIPPED_GENERATOR = REPO_ROOT / "models" / "generator"
 # target -> the scaffolding config parameters that point at it
 TARGETS: dict[str, dict[str, str]] = {
     "native": {"generator_model": "generator", "generator_contract": "native"},
+    # a step's generations as the rows of one request
+    "native_folded": {
+        "generator_model": "generator",
+        "generator_contract": "native",
+        "fold_generations": "8",
+    },
     "trtllm_v0.14": {
         "generator_model": "trtllm_v014_ensemble",
         "generator_contract": "trtllm",

@@ -38,7 +38,7 @@ METHODS = {
 }
 STEPWISE = {"beam_search", "dvts", "mcts", "tree_of_thoughts"}
 SEED = 5
-FIXTURES = [target for target in TARGETS if target not in ("native", "openai")]
+FIXTURES = [target for target in TARGETS if target not in ("native", "native_folded", "openai")]
 
 
 @cache
@@ -79,6 +79,43 @@ def test_a_fixture_gives_the_native_generators_text_and_token_counts(triton, tar
         assert result.account[key] == native.account[key], key
     if method in STEPWISE:
         assert len(result.account["steps"]) == len(native.account["steps"])
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_folded_generations_write_what_one_request_per_generation_writes(triton, method):
+    """fold_generations sends the generations of a step as the rows of one request, each
+    row with its own seed: every method ends exactly as it does with a request per
+    generation, in fewer generator requests wherever a step has several generations."""
+    unfolded, folded = ask(triton, "native", method), ask(triton, "native_folded", method)
+    assert folded.text == unfolded.text
+    assert folded.answer == unfolded.answer
+    for key in ("output_tokens", "prompt_tokens", "tasks"):
+        assert folded.account[key] == unfolded.account[key], key
+    if method in STEPWISE:
+        assert len(folded.account["steps"]) == len(unfolded.account["steps"])
+    requests = lambda result: result.account["sub_requests_by_model"]["generation"]
+    if method == "cot":
+        assert requests(folded) == requests(unfolded) == 1
+    else:
+        assert requests(folded) < requests(unfolded)
+
+
+def test_a_fold_is_one_generator_request_and_a_step_that_may_settle_is_not_folded(
+    triton, request_outcomes
+):
+    """majority@8 is one request to the generator; adaptive consistency reads each sample
+    the moment it is done (it stops once the vote is settled), so its samples go alone."""
+    with ScaffoldingClient(triton.http_url, "http", unary_model=model_name("native_folded")) as c:
+        before = request_outcomes("generator")
+        vote = c.ask(QUESTION, "majority_vote", {"samples": 8, "max_tokens": 96}, seed=SEED)
+        assert request_outcomes("generator") == (before[0] + 1, before[1])
+        adaptive = c.ask(
+            QUESTION, "adaptive_consistency", {"samples": 8, "max_tokens": 96}, seed=SEED
+        )
+    assert vote.account["sub_requests_by_model"] == {"generation": 1}
+    assert len(vote.account["candidates"]) == 8
+    assert adaptive.account["sub_requests_by_model"] == {"generation": adaptive.account["tasks"]}
+    assert adaptive.account["tasks"] > 1
 
 
 def test_token_counts_say_where_they_come_from(triton):

@@ -120,8 +120,8 @@ def test_the_program_generation_worker_targets_the_configured_model(monkeypatch)
     from scaffolding_backend.workers.generation import program_generation_worker_factory
 
     class FakeBLSGenerationWorker:
-        def __init__(self, model, contract, context, counter):
-            self.model, self.contract = model, contract
+        def __init__(self, model, contract, context, counter, fold):
+            self.model, self.contract, self.fold = model, contract, fold
 
     fake = types.ModuleType("scaffolding_backend.workers.triton_bls")
     fake.BLSGenerationWorker = FakeBLSGenerationWorker  # type: ignore[attr-defined]
@@ -130,7 +130,9 @@ def test_the_program_generation_worker_targets_the_configured_model(monkeypatch)
     default = ScaffoldingConfig.load({}, environ={})
     assert default.program_generator == "program_generator"
     worker = program_generation_worker_factory(default, "model_repository")(None)
-    assert (worker.model, worker.contract.name) == ("program_generator", "native")
+    assert (worker.model, worker.contract.name, worker.fold) == ("program_generator", "native", 1)
+    folding = ScaffoldingConfig.load({"fold_generations": "4"}, environ={})
+    assert program_generation_worker_factory(folding, "model_repository")(None).fold == 4
 
     shared = ScaffoldingConfig.load(
         {"program_generator": "", "generator_model": "ensemble", "generator_contract": "trtllm"},

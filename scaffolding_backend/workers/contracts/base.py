@@ -34,6 +34,8 @@ class Capabilities:
         False  # a second request (same request id, stop=true) cancels one in flight
     )
     samples_per_request: int = 1  # n; the worker still sends one task per request (one seed each)
+    # takes several tasks as the rows of one request (``batch_request``), answered together
+    batches: bool = False
 
 
 @dataclass
@@ -104,6 +106,13 @@ class TritonContract:
     ) -> EngineReply:  # pragma: no cover
         raise NotImplementedError
 
+    def batch_request(
+        self, tasks: Sequence[GenerationTask]
+    ) -> TritonRequest:  # pragma: no cover - where capabilities.batches
+        """Tasks that do not stream, as the rows of one request; its responses hold a row
+        per task, in order (``rows_of``)."""
+        raise NotImplementedError
+
     def stop_request(self) -> TritonRequest:  # pragma: no cover - where capabilities.stop_request
         raise NotImplementedError
 
@@ -134,6 +143,12 @@ def strings(values: Sequence[str], *, batched: bool = True) -> np.ndarray:
     """A list of strings (``dims: [-1]``): [1, n] with a batch dimension, [n] without."""
     items = list(values)
     return np.array([items] if batched else items, dtype=np.object_)
+
+
+def rows_of(outputs: Outputs, count: int) -> list[dict[str, np.ndarray]]:
+    """A batched response's outputs, one dict per row (each array keeps its batch
+    dimension, as a response to one task has it)."""
+    return [{name: array[row : row + 1] for name, array in outputs.items()} for row in range(count)]
 
 
 def text_of(array: np.ndarray | None) -> str:

@@ -5,6 +5,7 @@ and the token counts. Decoupled: one response, or one per token and a last one."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,6 @@ from .base import (
     first_float,
     first_int,
     scalar,
-    strings,
     text_of,
 )
 from .tensorrt_llm import log_probs_of
@@ -35,31 +35,51 @@ class NativeContract(TritonContract):
             token_counts=True,
             log_probs=True,
             stop_request=True,
+            batches=True,
         )
 
     def request(self, task: GenerationTask) -> TritonRequest:
-        # optional inputs go only where they differ from the model's defaults: every tensor
+        return self._rows([task], stream=self.streams_for(task))
+
+    def batch_request(self, tasks: Sequence[GenerationTask]) -> TritonRequest:
+        # the generator takes per-row sampling inputs as [B, 1]; the flags that decide how
+        # the request is answered must agree across rows (the worker folds only such tasks)
+        if len({task.return_log_probs for task in tasks}) > 1:
+            raise ValueError("tasks folded into one request must agree on return_log_probs")
+        return self._rows(tasks, stream=False)
+
+    @staticmethod
+    def _rows(tasks: Sequence[GenerationTask], *, stream: bool) -> TritonRequest:
+        def column(values: list, dtype: Any) -> np.ndarray:
+            return np.array([[value] for value in values], dtype=dtype)
+
+        # optional inputs go only where a row differs from the model's defaults: every tensor
         # costs shared memory and copies in both stubs and in the server, per sub-request
         inputs = {
-            "text_input": scalar(task.prompt, np.object_),
-            "max_tokens": scalar(task.max_tokens, np.int32),
-            "temperature": scalar(task.temperature, np.float32),  # 0: greedy
-            "exclude_input_in_output": scalar(True, np.bool_),
+            "text_input": column([task.prompt for task in tasks], np.object_),
+            "max_tokens": column([task.max_tokens for task in tasks], np.int32),
+            "temperature": column([task.temperature for task in tasks], np.float32),  # 0: greedy
+            "exclude_input_in_output": column([True] * len(tasks), np.bool_),
         }
-        if task.top_p != 1.0:
-            inputs["top_p"] = scalar(task.top_p, np.float32)
-        if task.top_k:
-            inputs["top_k"] = scalar(task.top_k, np.int32)
-        if task.return_log_probs:
-            inputs["return_log_probs"] = scalar(True, np.bool_)
-        if self.streams_for(task):
+        if any(task.top_p != 1.0 for task in tasks):
+            inputs["top_p"] = column([task.top_p for task in tasks], np.float32)
+        if any(task.top_k for task in tasks):
+            inputs["top_k"] = column([task.top_k for task in tasks], np.int32)
+        log_probs = tasks[0].return_log_probs
+        if log_probs:
+            inputs["return_log_probs"] = column([True] * len(tasks), np.bool_)
+        if stream:
             inputs["stream"] = scalar(True, np.bool_)
-        if task.seed is not None:
-            inputs["seed"] = scalar(task.seed, np.uint64)
-        if task.stop_words:
-            inputs["stop_words"] = strings(task.stop_words)
+        if any(task.seed is not None for task in tasks):
+            # a row without a seed is greedy (the runtime seeds every sampled task)
+            inputs["seed"] = column([task.seed or 0 for task in tasks], np.uint64)
+        if any(task.stop_words for task in tasks):
+            # [B, N]: rows with fewer words are padded with empty ones, which mean none
+            width = max(len(task.stop_words) for task in tasks)
+            padded = [task.stop_words + [""] * (width - len(task.stop_words)) for task in tasks]
+            inputs["stop_words"] = np.array(padded, dtype=np.object_)
         outputs = ["text_output", "num_input_tokens", "num_output_tokens", "finish_reason"]
-        if task.return_log_probs:
+        if log_probs:
             outputs += ["output_log_probs", "cum_log_probs"]
         return TritonRequest(inputs, tuple(outputs))
 
