@@ -307,11 +307,14 @@ class Serving:
 
 @contextlib.contextmanager
 def serving(
-    args: argparse.Namespace, generator_overrides: dict[str, object] | None = None
+    args: argparse.Namespace,
+    generator_overrides: dict[str, object] | None = None,
+    scaffolding_overrides: dict[str, object] | None = None,
 ) -> Iterator[Serving]:
     """The server to measure: ``--grpc-url`` (its admin key from SCAFFOLDING_ADMIN_KEY), or a
-    server started for the measurement, its generator with ``generator_overrides``, and
-    stopped after it (also on Ctrl-C and SIGTERM)."""
+    server started for the measurement, its generator with ``generator_overrides`` and its
+    scaffolding models with ``scaffolding_overrides``, and stopped after it (also on Ctrl-C
+    and SIGTERM)."""
     from scaffolding_backend.server import (
         ADMIN_HEADER,
         ADMIN_KEY_ENV,
@@ -339,6 +342,7 @@ def serving(
         generator_dir=args.generator_dir,
         log_file=log_file,
         generator_overrides=generator_overrides,
+        scaffolding_overrides=scaffolding_overrides,
     ).start()
     try:
         yield Serving(

@@ -10,7 +10,12 @@ the other and ``--pairs`` times:
 * the ``generator`` at concurrency 128: as many requests in flight, sent by perf_analyzer's
   gRPC clients.
 
-The ratio is scaffolding's sub-requests per second over the generator's requests per second.
+With ``--fold F`` the server's ``scaffolding`` folds the generations of a step into requests
+of F prompts (its ``fold_generations``), and the generator gets the same requests straight:
+batches of F at concurrency 128 / F.
+
+The ratio is scaffolding's sub-requests per second over the generator's requests per second
+(equal to the ratio of their generations per second).
 For a server it starts, it also reads from /proc the CPU time each process spent, per
 generation: where the BLS path's cost goes. perf_analyzer's own CPU time (the client's
 share, which the direct path pays per generation and the BLS path per 8) is counted too,
@@ -40,6 +45,7 @@ from .benchmark import Serving, serving
 PERF_ANALYZER = REPO_ROOT / "scripts" / "perf_analyzer.sh"
 PERF = REPO_ROOT / "perf"
 SAMPLES = 8  # perf/scaffolding_majority_vote_8.json
+IN_FLIGHT = 16 * SAMPLES  # generations in flight on either path
 SUMMARY = re.compile(r"Concurrency: (\d+), throughput: ([0-9.]+) infer/sec, latency (\d+) usec")
 
 
@@ -50,16 +56,23 @@ class Run:
     requests_per_s: float
     generations_per_s: float
     latency_ms: float
+    # prompts per request the generator answered during the run, from Triton's statistics:
+    # what folding (or a client's batch) put in each
+    prompts_per_generator_request: float = 0.0
     cpu_ms_per_generation: dict[str, float] = field(default_factory=dict)
 
 
-def perf_analyzer(target: Serving, model: str, input_file: str, concurrency: int, window_ms: int):
+def perf_analyzer(
+    target: Serving, model: str, input_file: str, concurrency: int, window_ms: int, batch: int
+):
     """One perf_analyzer measurement: (requests/s, average latency in ms)."""
     command = [
         "bash", str(PERF_ANALYZER), "-m", model, "-i", "grpc", "--streaming",
         "-u", target.grpc_url, "--input-data", str(PERF / input_file),
         "--concurrency-range", str(concurrency), "-p", str(window_ms), "-s", "30",
     ]  # fmt: skip
+    if batch > 1:
+        command += ["-b", str(batch)]
     for name, value in target.admin_grpc_headers.items():
         command += ["-H", f"{name}:{value}"]
     # perf_analyzer measures at most 10 windows (its --max-trials); once a response has
@@ -80,7 +93,8 @@ def perf_analyzer(target: Serving, model: str, input_file: str, concurrency: int
             f"perf_analyzer failed on {model} (exit {result.returncode}):\n"
             f"{_tail(result.stdout + result.stderr)}{target.logged_problems()}"
         )
-    return float(found.group(2)), int(found.group(3)) / 1000
+    # its throughput counts inferences: a request of a batch of B counts B
+    return float(found.group(2)) / batch, int(found.group(3)) / 1000
 
 
 def _text(output: str | bytes | None) -> str:
@@ -94,21 +108,48 @@ def _tail(printed: str, lines: int = 15) -> str:
     return "\n".join(printed.splitlines()[-lines:])
 
 
+def generator_counts(target: Serving) -> tuple[int, int]:
+    """The requests the generator has answered and the prompts they held (Triton counts a
+    request of B prompts as B inferences)."""
+    import tritonclient.grpc as grpc
+
+    headers = target.admin_grpc_headers
+    with grpc.InferenceServerClient(target.grpc_url) as client:
+        stats = client.get_inference_statistics("generator", headers=headers, as_json=True)
+    model = stats["model_stats"][0]  # protobuf's JSON leaves out counts of 0
+    answered = model["inference_stats"]["success"].get("count", 0)
+    return int(answered), int(model.get("inference_count", 0))
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
 def measure(
-    target: Serving, model: str, input_file: str, concurrency: int, fan_out: int, window_ms: int
+    target: Serving,
+    model: str,
+    input_file: str,
+    concurrency: int,
+    fan_out: int,
+    window_ms: int,
+    batch: int = 1,
 ) -> Run:
+    """``fan_out``: generations per request."""
     before = target.cpu_seconds() if target.cpu_seconds else {}
     client_before = children_cpu_seconds()
+    requests_before, prompts_before = generator_counts(target)
     started = time.monotonic()
-    requests_per_s, latency_ms = perf_analyzer(target, model, input_file, concurrency, window_ms)
+    requests_per_s, latency_ms = perf_analyzer(
+        target, model, input_file, concurrency, window_ms, batch
+    )
     elapsed = time.monotonic() - started
     client_spent = children_cpu_seconds() - client_before
+    requests, prompts = generator_counts(target)
     run = Run(model, concurrency, requests_per_s, requests_per_s * fan_out, latency_ms)
+    run.prompts_per_generator_request = round(
+        (prompts - prompts_before) / max(1, requests - requests_before), 2
+    )
     # perf_analyzer keeps its load on for the whole run: the generations of the run are
     # about its rate times its duration
     generations = run.generations_per_s * elapsed
@@ -132,14 +173,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--window-ms", type=int, default=4000, help="perf_analyzer's measurement window (4000)"
     )
+    parser.add_argument(
+        "--fold",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        help="the scaffolding model's fold_generations; the generator then gets batches of as "
+        "many prompts (1)",
+    )
     args = parser.parse_args(argv)
     echo: dict[str, object] = {"engine": "echo", "echo_delay_s": args.delay_s}
+    fold: dict[str, object] = {"fold_generations": args.fold}
     pairs: list[tuple[Run, Run]] = []
-    with serving(args, generator_overrides=echo) as target:
+    with serving(args, generator_overrides=echo, scaffolding_overrides=fold) as target:
         if args.grpc_url:
             print(
                 "note: measuring a running server; its generator must serve the echo engine "
-                f"(SCAFFOLDING_GENERATOR_OVERRIDES='{json.dumps(echo)}')",
+                f"(SCAFFOLDING_GENERATOR_OVERRIDES='{json.dumps(echo)}') and its scaffolding "
+                f"model fold by {args.fold} (SCAFFOLDING_CONFIG_OVERRIDES='{json.dumps(fold)}')",
                 file=sys.stderr,
             )
         for index in range(args.pairs):
@@ -148,26 +199,34 @@ def main(argv: list[str]) -> int:
                 target, "scaffolding", "scaffolding_majority_vote_8.json", 16, SAMPLES,
                 args.window_ms,
             )  # fmt: skip
-            direct = measure(target, "generator", "generator.json", 128, 1, args.window_ms)
+            direct = measure(
+                target, "generator", "generator.json", IN_FLIGHT // args.fold, args.fold,
+                args.window_ms, batch=args.fold,
+            )  # fmt: skip
             pairs.append((through_bls, direct))
     ratios = [bls.generations_per_s / direct.generations_per_s for bls, direct in pairs]
     result = {
         "delay_s": args.delay_s,
+        "fold": args.fold,
         "pairs": [{"scaffolding": asdict(one), "generator": asdict(two)} for one, two in pairs],
         "ratios": [round(ratio, 3) for ratio in ratios],
         "median_ratio": round(statistics.median(ratios), 3),
     }
-    print_table(pairs, ratios, args.delay_s)
+    print_table(pairs, ratios, args.delay_s, args.fold)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
 
 
-def print_table(pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: float) -> None:
+def print_table(
+    pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: float, fold: int
+) -> None:
+    folded = f", {fold} prompts per generator request" if fold > 1 else ""
     table = Table(
-        title=f"BLS path, echo engine (delay {delay_s} s), 128 generations in flight: "
-        "scaffolding's sub-requests/s ÷ the generator's requests/s; CPU ms per generation"
+        title=f"BLS path, echo engine (delay {delay_s} s), {IN_FLIGHT} generations in flight"
+        f"{folded}: scaffolding's sub-requests/s ÷ the generator's requests/s; "
+        "CPU ms per generation"
     )
     processes = {
         "tritonserver": "server",
@@ -175,7 +234,8 @@ def print_table(pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: floa
         "generator": "generator",
         "perf_analyzer": "client",
     }
-    for column in ("pair", "path", "req/s", "gen/s", "ms", *processes.values(), "ratio"):
+    columns = ("pair", "path", "req/s", "gen/s", "ms", "prompts/req", *processes.values(), "ratio")
+    for column in columns:
         table.add_column(column, justify="right")
     for index, ((bls, direct), ratio) in enumerate(zip(pairs, ratios), start=1):
         for run in (bls, direct):
@@ -186,9 +246,10 @@ def print_table(pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: floa
                 f"{run.requests_per_s:.1f}",
                 f"{run.generations_per_s:.0f}",
                 f"{run.latency_ms:.0f}",
+                f"{run.prompts_per_generator_request:g}",
                 *("" if ms is None else f"{ms:.2f}" for ms in cpu),
                 f"{ratio:.2f}" if run is direct else "",
             )
-    table.add_row("median", *[""] * (4 + len(processes)), f"{statistics.median(ratios):.2f}")
+    table.add_row("median", *[""] * (len(columns) - 2), f"{statistics.median(ratios):.2f}")
     # rich folds a table to 80 columns when stdout is not a terminal; a file gets it whole
     Console(width=None if sys.stdout.isatty() else 160).print(table)

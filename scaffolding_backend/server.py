@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sandbox import SandboxUnavailable
-from .service.config import ConfigError, GeneratorConfig, SandboxConfig
+from .service.config import ConfigError, GeneratorConfig, SandboxConfig, ScaffoldingConfig
 from .supervisor import (
     Supervisor,
     describe_wait_status,
@@ -164,6 +164,7 @@ class TritonServer:
         metrics_port: int | None = None,
         generator_dir: str | None = None,
         generator_overrides: dict[str, object] | None = None,
+        scaffolding_overrides: dict[str, object] | None = None,
         log_file: Path | str | None = None,
         extra_args: list[str] | None = None,
         startup_timeout_s: float = 300.0,
@@ -178,6 +179,8 @@ class TritonServer:
         self.generator_dir = generator_dir
         # GeneratorConfig settings for the generator model (e.g. {"engine": "echo"})
         self.generator_overrides = generator_overrides or {}
+        # ScaffoldingConfig settings for the scaffolding models (e.g. {"fold_generations": 8})
+        self.scaffolding_overrides = scaffolding_overrides or {}
         self.log_file = Path(log_file) if log_file else None
         self._log_start = 0  # where this start's lines begin in the log file
         self.extra_args = extra_args or []
@@ -308,6 +311,10 @@ class TritonServer:
             if self.generator_dir:
                 overrides["model_dir"] = str(Path(self.generator_dir).resolve())
             env[GeneratorConfig.overrides_env] = json.dumps(overrides)
+        if self.scaffolding_overrides:
+            overrides = json.loads(env.get(ScaffoldingConfig.overrides_env) or "{}")
+            overrides.update(self.scaffolding_overrides)
+            env[ScaffoldingConfig.overrides_env] = json.dumps(overrides)
         self._check_ports_free()
         self._check_sandbox(env)
         log = contextlib.nullcontext(subprocess.DEVNULL)
