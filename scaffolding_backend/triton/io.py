@@ -7,9 +7,12 @@ INVALID_ARG error for that request alone.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -79,6 +82,52 @@ def send_final(request: Any, sender: Any, response: Any) -> None:
         sender.send(flags=final)
     else:
         sender.send(response, flags=final)
+
+
+class SendLanes:
+    """Sends decoupled responses off the event loop. Each send is a blocking round trip to
+    the server (waiting without the GIL): made on the loop, a request's progress events held
+    up every other request's sub-requests. A request's responses all go through one lane, a
+    single thread, so its events keep their order and its final response comes last."""
+
+    def __init__(self, lanes: int):
+        self._lanes = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send{index}")
+            for index in range(lanes)
+        ]
+        self._turn = itertools.count()
+
+    def sender(self, request: Any) -> LaneSender:
+        lane = self._lanes[next(self._turn) % len(self._lanes)]
+        return LaneSender(request, request.get_response_sender(), lane)
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.shutdown(wait=True)
+
+
+class LaneSender:
+    """One request's response sender, on its lane (``SendLanes``)."""
+
+    def __init__(self, request: Any, sender: Any, lane: ThreadPoolExecutor):
+        self.request = request
+        self._sender = sender
+        self._lane = lane
+
+    def send(self, response: Any) -> None:
+        """A response before the final one; returns at once."""
+        self._lane.submit(self._send, response)
+
+    def _send(self, response: Any) -> None:
+        try:
+            self._sender.send(response)
+        except Exception as error:  # the client has gone: the final send finds out
+            pb_utils.Logger.log_warn(f"a progress event could not be sent: {error}")
+
+    async def send_final(self, response: Any) -> None:
+        """The last response, after every event sent before it."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._lane, send_final, self.request, self._sender, response)
 
 
 def execute_batched(

@@ -40,6 +40,8 @@ from .metrics import ScaffoldingMetrics, Throttled
 # server per request and poll, which the sub-requests it saves are worth (at 0.2 s, a cancelled
 # vote let a fifth more of its samples finish)
 CLIENT_POLL_S = 0.05
+# threads that send decoupled responses (io.SendLanes); each request keeps to one
+SEND_LANES = 4
 
 
 class ClientWatch:
@@ -130,6 +132,7 @@ class ScaffoldingModel:
         self.active = 0  # requests this instance is serving
         self.slots = SubRequestSlots(self.config.sub_request_slots, on_change=self.write_metrics)
         self.client_watch = ClientWatch()
+        self.send_lanes = io.SendLanes(SEND_LANES)
         pb_utils.Logger.log_info(f"{self.name}: decoupled={self.decoupled} {self.config}")
         # what is loaded by now (math-verify and sympy: about 80,000 objects) lives as long as
         # the stub: kept out of the collector's full passes, which otherwise rescan it (14 ms
@@ -146,13 +149,9 @@ class ScaffoldingModel:
         )
 
     async def _serve_streaming(self, request: Any) -> None:
-        sender = request.get_response_sender()
+        sender = self.send_lanes.sender(request)
         response = await self._serve_safely(request, sender)
-        # two blocking round trips to the server (is_cancelled, send), both waiting without
-        # the GIL: in a thread, they leave the event loop to the other requests' sub-requests
-        await asyncio.get_running_loop().run_in_executor(
-            None, io.send_final, request, sender, response
-        )
+        await sender.send_final(response)
 
     async def _serve_safely(self, request: Any, sender: Any) -> Any:
         """Always a response: a bug in a controller fails its request, never the batch or
@@ -165,6 +164,7 @@ class ScaffoldingModel:
     def finalize(self) -> None:
         gc.unfreeze()  # the metrics' release below collects what refers to them
         self.client_watch.close()
+        self.send_lanes.close()
         self.write_metrics.cancel()
         self.metrics.close()
         release_retired()
