@@ -63,7 +63,7 @@ class Run:
 
 
 def perf_analyzer(
-    target: Serving, model: str, input_file: str, concurrency: int, window_ms: int, batch: int
+    target: Serving, model: str, input_file: str, concurrency: int, window_ms: int, batch: int = 1
 ):
     """One perf_analyzer measurement: (requests/s, average latency in ms)."""
     command = [
