@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from client.api import ScaffoldingClient, ScaffoldingError
 
-from .engines import stream_responses
+from .engines import model_name, stream_responses
 
 pytestmark = pytest.mark.integration
 QUESTION = "Tom has 13 apples and buys 8 more. How many apples does Tom have now?"
@@ -472,6 +472,26 @@ def test_a_cancelled_majority_at_64_stops_its_unfinished_generations(
         assert spared >= 0.9 * unfinished
     else:
         assert unfinished - spared <= in_flight
+    assert after["tokens_after_cancel"] == before["tokens_after_cancel"]
+
+
+def test_a_folded_vote_past_its_deadline_stops_every_generation_of_its_folds(triton):
+    """With fold_generations 8, majority@16 is two generator requests of 8 prompts. Past the
+    request's deadline both are stopped as a whole: every prompt entered the engine, the
+    unfinished ones leave it at their next decode step, and no token is written after."""
+    folded = model_name("native_folded")
+    params = {"samples": 16, "max_tokens": 400, "temperature": 1.0}
+    before = _generator_settled(triton)
+    with (
+        ScaffoldingClient(triton.http_url, "http", unary_model=folded) as client,
+        pytest.raises(ScaffoldingError, match="deadline"),
+    ):
+        client.ask(EGGS, "majority_vote", params, seed=2, deadline_s=0.15)
+    after = _generator_settled(triton)
+    assert after["generations"] - before["generations"] == 16
+    stopped = after["cancelled"] - before["cancelled"]
+    print(f"{stopped:.0f} of 16 folded generations were stopped at the deadline")
+    assert stopped > 0, "every sample had finished: the test needs longer generations"
     assert after["tokens_after_cancel"] == before["tokens_after_cancel"]
 
 
