@@ -20,15 +20,10 @@ SMALL_BUDGETS = {
 STEPWISE = {"beam_search", "dvts", "mcts", "tree_of_thoughts"}
 
 
-def reward_requests(triton, http_client, model):
-    stats = http_client.get_inference_statistics(model, headers=triton.admin_headers)
-    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
-
-
 @pytest.mark.parametrize("method", sorted(SMALL_BUDGETS))
-def test_method_runs_through_triton_with_scores_in_the_account(triton, http_client, method):
+def test_method_runs_through_triton_with_scores_in_the_account(triton, request_outcomes, method):
     events = []
-    before = reward_requests(triton, http_client, "reward")
+    before = request_outcomes("reward")[0]
     with ScaffoldingClient(triton.grpc_url, "grpc") as client:
         result = client.ask(
             QUESTION,
@@ -41,7 +36,7 @@ def test_method_runs_through_triton_with_scores_in_the_account(triton, http_clie
     assert account["status"] == "ok"
     by_model = account["sub_requests_by_model"]
     assert by_model["generation"] >= 2 and by_model["reward"] >= 1
-    assert reward_requests(triton, http_client, "reward") - before == by_model["reward"]
+    assert request_outcomes("reward")[0] - before == by_model["reward"]
     assert account["candidates"], "the finished solutions are listed"
     assert all(c["score"] is not None and 0.0 <= c["score"] <= 1.0 for c in account["candidates"])
     assert result.text in {c["text"] for c in account["candidates"]}
@@ -57,11 +52,11 @@ def test_method_runs_through_triton_with_scores_in_the_account(triton, http_clie
         assert by_model["reward"] <= len(account["steps"]) + 1
 
 
-def test_a_request_can_choose_the_orm(triton, http_client):
-    before = reward_requests(triton, http_client, "reward_orm")
+def test_a_request_can_choose_the_orm(triton, request_outcomes):
+    before = request_outcomes("reward_orm")[0]
     with ScaffoldingClient(triton.http_url, "http") as client:
         result = client.ask(
             QUESTION, "best_of_n", {"samples": 3, "max_tokens": 96, "reward_model": "reward_orm"}
         )
-    assert reward_requests(triton, http_client, "reward_orm") - before == 1
+    assert request_outcomes("reward_orm")[0] - before == 1
     assert all(len(c["step_scores"]) == 1 for c in result.account["candidates"])
