@@ -152,6 +152,12 @@ def shared_memory_regions(server_pid: int) -> set[Path]:
     return {Path(found) for found in PYTHON_BACKEND_REGION.findall(maps)}
 
 
+def _add_overrides(env: dict[str, str], variable: str, settings: dict[str, object]) -> None:
+    """Merge ``settings`` into the JSON object of config overrides in ``env[variable]``."""
+    if settings:
+        env[variable] = json.dumps({**json.loads(env.get(variable) or "{}"), **settings})
+
+
 class TritonServer:
     """A tritonserver child process; a context manager that always stops it."""
 
@@ -305,16 +311,11 @@ class TritonServer:
             raise ServerError(f"model repository {self.model_repository} does not exist")
         install = find_tritonserver()
         env = {**os.environ, **install.env, **self.env}
-        if self.generator_dir or self.generator_overrides:
-            overrides = json.loads(env.get(GeneratorConfig.overrides_env) or "{}")
-            overrides.update(self.generator_overrides)
-            if self.generator_dir:
-                overrides["model_dir"] = str(Path(self.generator_dir).resolve())
-            env[GeneratorConfig.overrides_env] = json.dumps(overrides)
-        if self.scaffolding_overrides:
-            overrides = json.loads(env.get(ScaffoldingConfig.overrides_env) or "{}")
-            overrides.update(self.scaffolding_overrides)
-            env[ScaffoldingConfig.overrides_env] = json.dumps(overrides)
+        generator = dict(self.generator_overrides)
+        if self.generator_dir:
+            generator["model_dir"] = str(Path(self.generator_dir).resolve())
+        _add_overrides(env, GeneratorConfig.overrides_env, generator)
+        _add_overrides(env, ScaffoldingConfig.overrides_env, self.scaffolding_overrides)
         self._check_ports_free()
         self._check_sandbox(env)
         log = contextlib.nullcontext(subprocess.DEVNULL)
@@ -361,14 +362,9 @@ class TritonServer:
             if left_dead:
                 raise ServerError(self._dead_stubs_reason(left_dead, stubs))
             if process.poll() is not None:
-                hint = (
-                    f"; see {self.log_file}"
-                    if self.log_file
-                    else "; run with --log-file to see why"
-                )
                 raise ServerError(
                     f"tritonserver exited with code {process.returncode} during start-up"
-                    f"{self._load_failures()}{hint}"
+                    f"{self._load_failures()}{self._log_hint()}"
                 )
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:
@@ -399,12 +395,15 @@ class TritonServer:
                 + (f" (models still loading: {', '.join(map(repr, loading))})" if loading else "")
             )
             reasons.append(f"{named} {describe_wait_status(status)} during start-up")
-        hint = f"; see {self.log_file}" if self.log_file else "; run with --log-file to see more"
         return (
             "; ".join(reasons)
             + " (Triton does not notice: a load would wait for it forever)"
-            + f"{self._load_failures()}{hint}"
+            + f"{self._load_failures()}{self._log_hint()}"
         )
+
+    def _log_hint(self) -> str:
+        """Where a start-up failure's details are."""
+        return f"; see {self.log_file}" if self.log_file else "; run with --log-file to see why"
 
     def logged_since_start(self) -> str:
         """What this start of the server wrote to its log file ("" without one)."""
