@@ -25,8 +25,9 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpc
@@ -310,11 +311,12 @@ def serving(
     args: argparse.Namespace,
     generator_overrides: dict[str, object] | None = None,
     scaffolding_overrides: dict[str, object] | None = None,
+    extra_repositories: Sequence[Path] = (),
 ) -> Iterator[Serving]:
     """The server to measure: ``--grpc-url`` (its admin key from SCAFFOLDING_ADMIN_KEY), or a
-    server started for the measurement, its generator with ``generator_overrides`` and its
-    scaffolding models with ``scaffolding_overrides``, and stopped after it (also on Ctrl-C
-    and SIGTERM)."""
+    server started for the measurement, its generator with ``generator_overrides``, its
+    scaffolding models with ``scaffolding_overrides`` and the models of
+    ``extra_repositories`` loaded too, and stopped after it (also on Ctrl-C and SIGTERM)."""
     from scaffolding_backend.server import (
         ADMIN_HEADER,
         ADMIN_KEY_ENV,
@@ -343,6 +345,7 @@ def serving(
         log_file=log_file,
         generator_overrides=generator_overrides,
         scaffolding_overrides=scaffolding_overrides,
+        extra_args=[f"--model-repository={path}" for path in extra_repositories],
     ).start()
     try:
         yield Serving(

@@ -14,8 +14,13 @@ With ``--fold F`` the server's ``scaffolding`` folds the generations of a step i
 of F prompts (its ``fold_generations``), and the generator gets the same requests straight:
 batches of F at concurrency 128 / F.
 
+Unfolded, each pair also measures ``minimal_bls`` (``perf/models/minimal_bls``, loaded from a
+second model repository) at concurrency 16: a hand-written majority@8 over BLS that sends the
+generator the same requests as ``scaffolding`` and does nothing else. It is the reference for
+what BLS itself allows on this machine.
+
 The ratio is scaffolding's sub-requests per second over the generator's requests per second
-(equal to the ratio of their generations per second).
+(equal to the ratio of their generations per second); the minimal model gets the same ratio.
 For a server it starts, it also reads from /proc the CPU time each process spent, per
 generation: where the BLS path's cost goes. perf_analyzer's own CPU time (the client's
 share, which the direct path pays per generation and the BLS path per 8) is counted too,
@@ -44,7 +49,9 @@ from .benchmark import Serving, serving
 
 PERF_ANALYZER = REPO_ROOT / "scripts" / "perf_analyzer.sh"
 PERF = REPO_ROOT / "perf"
-SAMPLES = 8  # perf/scaffolding_majority_vote_8.json
+MINIMAL_REPOSITORY = PERF / "models"
+MINIMAL = "minimal_bls"  # perf/models/minimal_bls: a majority@8 with nothing but BLS calls
+SAMPLES = 8  # perf/scaffolding_majority_vote_8.json, and the minimal model's
 IN_FLIGHT = 16 * SAMPLES  # generations in flight on either path
 SUMMARY = re.compile(r"Concurrency: (\d+), throughput: ([0-9.]+) infer/sec, latency (\d+) usec")
 
@@ -60,6 +67,8 @@ class Run:
     # what folding (or a client's batch) put in each
     prompts_per_generator_request: float = 0.0
     cpu_ms_per_generation: dict[str, float] = field(default_factory=dict)
+    # of the whole machine's CPU time during the run, the share not idle
+    machine_busy_percent: float = 0.0
 
 
 def perf_analyzer(
@@ -121,6 +130,14 @@ def generator_counts(target: Serving) -> tuple[int, int]:
     return int(answered), int(model.get("inference_count", 0))
 
 
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -139,14 +156,17 @@ def measure(
     before = target.cpu_seconds() if target.cpu_seconds else {}
     client_before = children_cpu_seconds()
     requests_before, prompts_before = generator_counts(target)
+    busy_before, total_before = machine_cpu_ticks()
     started = time.monotonic()
     requests_per_s, latency_ms = perf_analyzer(
         target, model, input_file, concurrency, window_ms, batch
     )
     elapsed = time.monotonic() - started
+    busy, total = machine_cpu_ticks()
     client_spent = children_cpu_seconds() - client_before
     requests, prompts = generator_counts(target)
     run = Run(model, concurrency, requests_per_s, requests_per_s * fan_out, latency_ms)
+    run.machine_busy_percent = round(100 * (busy - busy_before) / max(1, total - total_before), 1)
     run.prompts_per_generator_request = round(
         (prompts - prompts_before) / max(1, requests - requests_before), 2
     )
@@ -184,13 +204,27 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     echo: dict[str, object] = {"engine": "echo", "echo_delay_s": args.delay_s}
     fold: dict[str, object] = {"fold_generations": args.fold}
-    pairs: list[tuple[Run, Run]] = []
-    with serving(args, generator_overrides=echo, scaffolding_overrides=fold) as target:
+    measured: list[Measured] = []
+    with serving(
+        args,
+        generator_overrides=echo,
+        scaffolding_overrides=fold,
+        extra_repositories=[MINIMAL_REPOSITORY],
+    ) as target:
         if args.grpc_url:
             print(
                 "note: measuring a running server; its generator must serve the echo engine "
                 f"(SCAFFOLDING_GENERATOR_OVERRIDES='{json.dumps(echo)}') and its scaffolding "
                 f"model fold by {args.fold} (SCAFFOLDING_CONFIG_OVERRIDES='{json.dumps(fold)}')",
+                file=sys.stderr,
+            )
+        # the minimal model sends a request per generation: a reference for unfolded runs
+        with_minimal = args.fold == 1 and model_ready(target, MINIMAL)
+        if args.fold == 1 and not with_minimal:
+            print(
+                f"note: the server does not serve {MINIMAL}, measured without it (serve it "
+                f"with tritonserver's --model-repository={MINIMAL_REPOSITORY}; "
+                "scaffolding-server passes it on after --)",
                 file=sys.stderr,
             )
         for index in range(args.pairs):
@@ -199,57 +233,110 @@ def main(argv: list[str]) -> int:
                 target, "scaffolding", "scaffolding_majority_vote_8.json", 16, SAMPLES,
                 args.window_ms,
             )  # fmt: skip
+            minimal = None
+            if with_minimal:
+                minimal = measure(target, MINIMAL, "minimal_bls.json", 16, SAMPLES, args.window_ms)
             direct = measure(
                 target, "generator", "generator.json", IN_FLIGHT // args.fold, args.fold,
                 args.window_ms, batch=args.fold,
             )  # fmt: skip
-            pairs.append((through_bls, direct))
-    ratios = [bls.generations_per_s / direct.generations_per_s for bls, direct in pairs]
-    result = {
+            measured.append(Measured(through_bls, direct, minimal))
+    ratios = [one.ratio(one.scaffolding) for one in measured]
+    result: dict[str, object] = {
         "delay_s": args.delay_s,
         "fold": args.fold,
-        "pairs": [{"scaffolding": asdict(one), "generator": asdict(two)} for one, two in pairs],
+        "pairs": [
+            {
+                "scaffolding": asdict(one.scaffolding),
+                "generator": asdict(one.direct),
+                **({MINIMAL: asdict(one.minimal)} if one.minimal else {}),
+            }
+            for one in measured
+        ],
         "ratios": [round(ratio, 3) for ratio in ratios],
         "median_ratio": round(statistics.median(ratios), 3),
     }
-    print_table(pairs, ratios, args.delay_s, args.fold)
+    minimal_ratios = [one.ratio(one.minimal) for one in measured if one.minimal]
+    if minimal_ratios:
+        result["minimal_ratios"] = [round(ratio, 3) for ratio in minimal_ratios]
+        result["median_minimal_ratio"] = round(statistics.median(minimal_ratios), 3)
+    print_table(measured, args.delay_s, args.fold)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
 
 
-def print_table(
-    pairs: list[tuple[Run, Run]], ratios: list[float], delay_s: float, fold: int
-) -> None:
+@dataclass
+class Measured:
+    """One pair: scaffolding, the generator straight, and (unfolded) the minimal model."""
+
+    scaffolding: Run
+    direct: Run
+    minimal: Run | None = None
+
+    def ratio(self, through_bls: Run | None) -> float:
+        assert through_bls is not None
+        return through_bls.generations_per_s / self.direct.generations_per_s
+
+
+def model_ready(target: Serving, model: str) -> bool:
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    with grpc.InferenceServerClient(target.grpc_url) as client:
+        try:
+            return bool(client.is_model_ready(model))
+        except InferenceServerException:  # a model the server does not know
+            return False
+
+
+def print_table(measured: list[Measured], delay_s: float, fold: int) -> None:
     folded = f", {fold} prompts per generator request" if fold > 1 else ""
     table = Table(
         title=f"BLS path, echo engine (delay {delay_s} s), {IN_FLIGHT} generations in flight"
-        f"{folded}: scaffolding's sub-requests/s ÷ the generator's requests/s; "
+        f"{folded}: generations/s through BLS ÷ the generator's sent straight; "
         "CPU ms per generation"
     )
-    processes = {
-        "tritonserver": "server",
-        "scaffolding": "scaffolding",
-        "generator": "generator",
-        "perf_analyzer": "client",
-    }
-    columns = ("pair", "path", "req/s", "gen/s", "ms", "prompts/req", *processes.values(), "ratio")
+    # the CPU of the stub that makes the BLS calls goes in one column, whichever model it is
+    caller = {"scaffolding": "scaffolding", MINIMAL: MINIMAL}
+    columns = (
+        "pair", "path", "req/s", "gen/s", "ms", "prompts/req", "CPU busy %", "server",
+        "BLS model", "generator", "client", "ratio",
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
-    for index, ((bls, direct), ratio) in enumerate(zip(pairs, ratios), start=1):
-        for run in (bls, direct):
-            cpu = [run.cpu_ms_per_generation.get(name) for name in processes]
+
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    for index, one in enumerate(measured, start=1):
+        runs = [("scaffolding", one.scaffolding), ("minimal BLS", one.minimal)]
+        for position, (path, run) in enumerate([*runs, ("direct", one.direct)]):
+            if run is None:
+                continue
+            cpu = run.cpu_ms_per_generation
+            through_bls = run is not one.direct
             table.add_row(
-                str(index) if run is bls else "",
-                "BLS" if run is bls else "direct",
+                str(index) if position == 0 else "",
+                path,
                 f"{run.requests_per_s:.1f}",
                 f"{run.generations_per_s:.0f}",
                 f"{run.latency_ms:.0f}",
                 f"{run.prompts_per_generator_request:g}",
-                *("" if ms is None else f"{ms:.2f}" for ms in cpu),
-                f"{ratio:.2f}" if run is direct else "",
+                f"{run.machine_busy_percent:.0f}",
+                ms(cpu.get("tritonserver")),
+                ms(cpu.get(caller.get(run.model, ""))),
+                ms(cpu.get("generator")),
+                ms(cpu.get("perf_analyzer")),
+                f"{one.ratio(run):.2f}" if through_bls else "",
             )
-    table.add_row("median", *[""] * (len(columns) - 2), f"{statistics.median(ratios):.2f}")
+    medians = [("scaffolding", [one.ratio(one.scaffolding) for one in measured])]
+    minimal = [one.ratio(one.minimal) for one in measured if one.minimal]
+    if minimal:
+        medians.append(("minimal BLS", minimal))
+    for path, ratios in medians:
+        median = f"{statistics.median(ratios):.2f}"
+        table.add_row("median", path, *[""] * (len(columns) - 3), median)
     # rich folds a table to 80 columns when stdout is not a terminal; a file gets it whole
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    Console(width=None if sys.stdout.isatty() else 180).print(table)

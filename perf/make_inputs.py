@@ -13,7 +13,9 @@ Every file holds ``--count`` entries, one per question; perf_analyzer sends them
   event per finished sample before the final response; ``scaffolding`` only);
 - ``generator.json``: the prompt in the scaffolding models' default format, ``max_tokens``
   128, temperature 0.8, a different seed per entry;
-- ``reward.json`` for ``reward`` and ``reward_orm``: the question and its reference solution.
+- ``reward.json`` for ``reward`` and ``reward_orm``: the question and its reference solution;
+- ``minimal_bls.json`` for ``perf/models/minimal_bls`` (``scaffolding-bench bls`` serves it):
+  the prompt in the generator's format and a seed per entry.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def build(rows: list[dict]) -> dict[str, list[dict]]:
         generator_entry(row["question"], seed) for seed, row in enumerate(rows, start=1)
     ]
     files["reward"] = [reward_entry(row["question"], row["solution"]) for row in rows]
+    files["minimal_bls"] = [
+        {"text_input": tensor(PROMPT_TEMPLATE.format(question=question)), "seed": tensor(seed)}
+        for seed, question in enumerate((row["question"] for row in rows), start=1)
+    ]
     return files
 
 

@@ -118,8 +118,9 @@ def test_perf_analyzer_loads_model(
 @pytest.mark.parametrize("fold", [1, 8])
 def test_the_bls_benchmark_measures_both_paths_over_the_echo_engine(perf_analyzer, tmp_path, fold):
     """``scaffolding-bench bls`` starts a server whose generator serves the echo engine and
-    measures scaffolding's sub-requests against direct requests (one short pair); folded,
-    both paths send the generator requests of 8 prompts."""
+    measures scaffolding's sub-requests against direct requests (one short pair), and,
+    unfolded, the minimal hand-written BLS model's too; folded, both paths send the generator
+    requests of 8 prompts."""
     from client.bls import main as bls_main
 
     report = tmp_path / "bls.json"
@@ -144,6 +145,18 @@ def test_the_bls_benchmark_measures_both_paths_over_the_echo_engine(perf_analyze
         # and perf_analyzer's own, which the direct path pays per generation, the BLS path per 8
         client = [run["cpu_ms_per_generation"]["perf_analyzer"] for run in (through_bls, direct)]
         assert 0 < client[0] < client[1]
+        # the minimal model: 8 generator requests of one prompt per request it answers
+        minimal = pair["minimal_bls"]
+        assert minimal["generations_per_s"] == pytest.approx(8 * minimal["requests_per_s"])
+        assert minimal["prompts_per_generator_request"] == 1
+        assert "minimal_bls" in minimal["cpu_ms_per_generation"]
+        assert result["minimal_ratios"] == [
+            round(minimal["generations_per_s"] / direct["generations_per_s"], 3)
+        ]
+    else:
+        assert "minimal_bls" not in pair and "minimal_ratios" not in result
+    for run in pair.values():
+        assert 0 < run["machine_busy_percent"] <= 100
 
 
 def test_a_failing_bls_measurement_says_what_the_server_logged(perf_analyzer, triton, tmp_path):
