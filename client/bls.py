@@ -260,7 +260,8 @@ def main(argv: list[str]) -> int:
     if minimal_ratios:
         result["minimal_ratios"] = [round(ratio, 3) for ratio in minimal_ratios]
         result["median_minimal_ratio"] = round(statistics.median(minimal_ratios), 3)
-    print_table(measured, args.delay_s, args.fold)
+    medians = {"scaffolding": ratios, **({"minimal BLS": minimal_ratios} if minimal_ratios else {})}
+    print_table(measured, medians, args.delay_s, args.fold)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -275,8 +276,7 @@ class Measured:
     direct: Run
     minimal: Run | None = None
 
-    def ratio(self, through_bls: Run | None) -> float:
-        assert through_bls is not None
+    def ratio(self, through_bls: Run) -> float:
         return through_bls.generations_per_s / self.direct.generations_per_s
 
 
@@ -291,15 +291,16 @@ def model_ready(target: Serving, model: str) -> bool:
             return False
 
 
-def print_table(measured: list[Measured], delay_s: float, fold: int) -> None:
+def print_table(
+    measured: list[Measured], medians: dict[str, list[float]], delay_s: float, fold: int
+) -> None:
+    """``medians``: each BLS path's ratios, by the name its rows have."""
     folded = f", {fold} prompts per generator request" if fold > 1 else ""
     table = Table(
         title=f"BLS path, echo engine (delay {delay_s} s), {IN_FLIGHT} generations in flight"
         f"{folded}: generations/s through BLS ÷ the generator's sent straight; "
         "CPU ms per generation"
     )
-    # the CPU of the stub that makes the BLS calls goes in one column, whichever model it is
-    caller = {"scaffolding": "scaffolding", MINIMAL: MINIMAL}
     columns = (
         "pair", "path", "req/s", "gen/s", "ms", "prompts/req", "CPU busy %", "server",
         "BLS model", "generator", "client", "ratio",
@@ -311,8 +312,12 @@ def print_table(measured: list[Measured], delay_s: float, fold: int) -> None:
         return "" if value is None else f"{value:.2f}"
 
     for index, one in enumerate(measured, start=1):
-        runs = [("scaffolding", one.scaffolding), ("minimal BLS", one.minimal)]
-        for position, (path, run) in enumerate([*runs, ("direct", one.direct)]):
+        paths = [
+            ("scaffolding", one.scaffolding),
+            ("minimal BLS", one.minimal),
+            ("direct", one.direct),
+        ]
+        for position, (path, run) in enumerate(paths):
             if run is None:
                 continue
             cpu = run.cpu_ms_per_generation
@@ -326,16 +331,13 @@ def print_table(measured: list[Measured], delay_s: float, fold: int) -> None:
                 f"{run.prompts_per_generator_request:g}",
                 f"{run.machine_busy_percent:.0f}",
                 ms(cpu.get("tritonserver")),
-                ms(cpu.get(caller.get(run.model, ""))),
+                # the stub that makes the BLS calls, whichever model it is
+                ms(cpu.get(run.model)) if through_bls else "",
                 ms(cpu.get("generator")),
                 ms(cpu.get("perf_analyzer")),
                 f"{one.ratio(run):.2f}" if through_bls else "",
             )
-    medians = [("scaffolding", [one.ratio(one.scaffolding) for one in measured])]
-    minimal = [one.ratio(one.minimal) for one in measured if one.minimal]
-    if minimal:
-        medians.append(("minimal BLS", minimal))
-    for path, ratios in medians:
+    for path, ratios in medians.items():
         median = f"{statistics.median(ratios):.2f}"
         table.add_row("median", path, *[""] * (len(columns) - 3), median)
     # rich folds a table to 80 columns when stdout is not a terminal; a file gets it whole
