@@ -198,6 +198,9 @@ class ScaffoldingConfig(ModelConfig):
     # generations of one step that may go as the rows of one BLS request (a target whose
     # contract takes batches: native); 1 sends one request per generation
     fold_generations: int = 1
+    # end this model's process when its event loop has not run for this long, so that it
+    # heals: a Python backend deadlock can stop it for good (triton/watchdog.py); 0: never
+    loop_stall_exit_s: float = 20.0
 
     def validate(self) -> None:
         from ..controllers import METHODS  # the registries decide which names exist
@@ -226,6 +229,10 @@ class ScaffoldingConfig(ModelConfig):
             "max_concurrent_requests",
             "fold_generations",
         )
+        if self.loop_stall_exit_s < 0:
+            raise ConfigError(
+                "loop_stall_exit_s", f"must be 0 (off) or above, got {self.loop_stall_exit_s}"
+            )
         if (
             self.max_inflight_subrequests is not None
             and not 1 <= self.max_inflight_subrequests <= self.bls_threads

@@ -35,6 +35,7 @@ from ..workers.sandbox_bls import BLSSandboxWorker
 from ..workers.triton_bls import BLSRewardWorker, ensure_bls_executor, release_retired
 from . import io
 from .metrics import ScaffoldingMetrics, Throttled
+from .watchdog import LoopWatchdog
 
 # a client that leaves stops the sub-requests of its request within this: one round trip to the
 # server per request and poll, which the sub-requests it saves are worth (at 0.2 s, a cancelled
@@ -133,6 +134,7 @@ class ScaffoldingModel:
         self.slots = SubRequestSlots(self.config.sub_request_slots, on_change=self.write_metrics)
         self.client_watch = ClientWatch()
         self.send_lanes = io.SendLanes(SEND_LANES)
+        self.watchdog = LoopWatchdog(self.config.loop_stall_exit_s)
         pb_utils.Logger.log_info(f"{self.name}: decoupled={self.decoupled} {self.config}")
         # what is loaded by now (math-verify and sympy: about 80,000 objects) lives as long as
         # the stub: kept out of the collector's full passes, which otherwise rescan it (14 ms
@@ -141,6 +143,7 @@ class ScaffoldingModel:
 
     async def execute(self, requests: list[Any]) -> list[Any] | None:
         ensure_bls_executor(self.config.bls_threads)
+        self.watchdog.start()
         if self.decoupled:
             await asyncio.gather(*(self._serve_streaming(request) for request in requests))
             return None
@@ -162,6 +165,7 @@ class ScaffoldingModel:
             return io.unexpected_error(self.name)
 
     def finalize(self) -> None:
+        self.watchdog.stop()  # first: unloading may take longer than a stall
         gc.unfreeze()  # the metrics' release below collects what refers to them
         self.client_watch.close()
         self.send_lanes.close()

@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,8 @@ from scaffolding_backend.server import (
 )
 from scaffolding_backend.supervisor import Supervisor, stub_processes, stubs_of
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
 pytestmark = pytest.mark.integration
 
 QUESTION = (
@@ -29,10 +32,39 @@ QUESTION = (
 LONG = {"samples": 64, "max_tokens": 400, "temperature": 3.0}
 
 
+# tests/fixtures/fault_models.py: StallingScaffolding, its watchdog set to 2 s
+STALLING = "scaffolding_stalling"
+STALL_EXIT_S = 2
+# the question it stops at (fault_models.STALL: that module imports only inside a stub)
+STALL = "stall"
+
+
+def _stalling_repository(root: Path) -> Path:
+    """The request/response scaffolding model's config, one instance, served by the fixture."""
+    config = (DEFAULT_MODEL_REPOSITORY / "scaffolding_unary" / "config.pbtxt").read_text()
+    config = config.replace("count: 4", "count: 1")
+    (root / STALLING / "1").mkdir(parents=True)
+    (root / STALLING / "config.pbtxt").write_text(
+        f'name: "{STALLING}"\n{config}\nparameters [\n'
+        f'  {{ key: "loop_stall_exit_s" value: {{ string_value: "{STALL_EXIT_S}" }} }}\n]\n'
+    )
+    (root / STALLING / "1" / "model.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(FIXTURES)!r})\n"
+        "from fault_models import StallingScaffolding as TritonPythonModel  # noqa: E402, F401\n"
+    )
+    return root
+
+
 @pytest.fixture(scope="module")
 def healed_server(tmp_path_factory):
     logs = tmp_path_factory.mktemp("healing")
-    server = TritonServer(DEFAULT_MODEL_REPOSITORY, log_file=logs / "tritonserver.log").start()
+    stalling = _stalling_repository(tmp_path_factory.mktemp("stalling"))
+    server = TritonServer(
+        DEFAULT_MODEL_REPOSITORY,
+        log_file=logs / "tritonserver.log",
+        extra_args=[f"--model-repository={stalling}"],
+    ).start()
     reports: list[str] = []
     supervisor = Supervisor(server, interval_s=0.5, report=reports.append)
     supervisor.reports = reports
@@ -47,11 +79,14 @@ def _stub_pid(server, model: str) -> int:
     return next(pid for pid, name in stub_processes(server.process.pid) if name == model)
 
 
-def _ask(url: str, protocol: str, method: str, params: dict) -> str:
+def _ask(
+    url: str, protocol: str, method: str, params: dict, *, model: str = "", question: str = QUESTION
+) -> str:
     try:
-        with ScaffoldingClient(url, protocol) as client:
+        models = {"unary_model": model} if model else {}
+        with ScaffoldingClient(url, protocol, **models) as client:
             client.ask(
-                QUESTION, method, params, on_event=(lambda _: None) if protocol == "grpc" else None
+                question, method, params, on_event=(lambda _: None) if protocol == "grpc" else None
             )
         return "ok"
     except ScaffoldingError as error:
@@ -105,3 +140,33 @@ def test_a_killed_model_process_heals(healed_server, model, protocol, method, pa
     # the shared memory of the stubs that died or were killed went with them
     still_there = {region for region in regions if region.exists()}
     assert still_there <= shared_memory_regions(server.process.pid), still_there
+
+
+def test_a_model_process_whose_event_loop_stops_for_good_ends_and_heals(healed_server):
+    """What a Python backend deadlock does to a stub (scaffolding_backend/triton/watchdog.py),
+    done on purpose: the request fails soon after the watchdog's time instead of hanging,
+    the stacks of the stopped process are in the server's log, and the model serves again."""
+    server, supervisor = healed_server
+    log = server.log_file
+    log_start = log.stat().st_size
+    before = len(supervisor.events)
+    started = time.monotonic()
+    outcome = _ask(
+        server.http_url, "http", "cot", {"max_tokens": 64}, model=STALLING, question=STALL
+    )
+    ended_within = time.monotonic() - started
+    assert outcome.startswith("error"), outcome
+    assert STALL_EXIT_S <= ended_within < 30
+    with log.open(errors="replace") as text:
+        text.seek(log_start)
+        written = text.read()
+    # faulthandler's report, written without the GIL, names the thread that stopped the loop
+    assert f"Timeout (0:00:0{STALL_EXIT_S})!" in written
+    assert "in execute" in written and "fault_models.py" in written
+    deadline = started + 60
+    while len(supervisor.events) == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(supervisor.events) > before, supervisor.reports
+    assert STALLING in supervisor.events[-1]["models"]
+    assert _ask(server.http_url, "http", "cot", {"max_tokens": 64}, model=STALLING) == "ok"
+    print(f"the stalled request ended {ended_within:.1f} s in; {supervisor.events[-1]}")

@@ -208,6 +208,7 @@ def test_config_defaults_are_written_once_and_override_in_order():
         ({"generator_decoupled": "maybe"}, None, "generator_decoupled"),
         ({"prompt_template": "Q:"}, None, "prompt_template"),
         ({"step_delimiter": ""}, None, "step_delimiter"),
+        ({"loop_stall_exit_s": "-1"}, None, "loop_stall_exit_s"),
         ({}, {"max_samples": 2.5}, "max_samples"),
         ({}, {"max_samples": True}, "max_samples"),
     ],
