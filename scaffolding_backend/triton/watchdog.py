@@ -18,8 +18,9 @@ until its client gives up, and so does every later one. Python code cannot get o
 re-arms a timer of ``faulthandler``, whose own thread needs no GIL; when the loop has not
 run for ``stall_s``, that thread writes every thread's stack to stderr (the server's log)
 and ends the process with status 1. The Python backend then fails the requests that
-process held and starts it again (a request/response model), or the launcher's supervisor
-restarts the server (a decoupled one, whose streams Triton would never end).
+process held, and the launcher's supervisor reloads the model (a request/response one) or
+restarts the server (a decoupled one, whose streams Triton would never end); Triton 2.51
+itself never starts a stub again.
 """
 
 from __future__ import annotations

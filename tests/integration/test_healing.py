@@ -20,7 +20,7 @@ from scaffolding_backend.server import (
 )
 from scaffolding_backend.supervisor import Supervisor, stub_processes, stubs_of
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+from .engines import FIXTURES
 
 pytestmark = pytest.mark.integration
 
