@@ -82,9 +82,9 @@ def build(rows: list[dict]) -> dict[str, list[dict]]:
         generator_entry(row["question"], seed) for seed, row in enumerate(rows, start=1)
     ]
     files["reward"] = [reward_entry(row["question"], row["solution"]) for row in rows]
+    # the generator's prompt and seed: the minimal model adds the rest of the request itself
     files["minimal_bls"] = [
-        {"text_input": tensor(PROMPT_TEMPLATE.format(question=question)), "seed": tensor(seed)}
-        for seed, question in enumerate((row["question"] for row in rows), start=1)
+        {key: entry[key] for key in ("text_input", "seed")} for entry in files["generator"]
     ]
     return files
 
